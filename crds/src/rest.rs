@@ -1,0 +1,63 @@
+//! Wire types of the hub's REST API (`/v1/...`). Bodies reuse the CRD types so that a manifest and
+//! a REST body are one schema.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::v1alpha1::{ComputeJobSpec, ComputeJobStatus, GpuNodeSpec, GpuNodeStatus};
+
+/// A job as the REST API returns it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// The hub's id for the job (`job-…`); stable, sortable by submission time.
+    pub id: String,
+    /// The name given at submission (`metadata.name` of a posted ComputeJob), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The spec as submitted (immutable).
+    pub spec: ComputeJobSpec,
+    /// The job's observed state.
+    pub status: ComputeJobStatus,
+}
+
+/// A node as the REST API returns it: the same shape as the `GpuNode` resource.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    /// The node's name (`gn-…`), also the `GpuNode` object's name.
+    pub name: String,
+    /// What the node offers.
+    pub spec: GpuNodeSpec,
+    /// What the hub knows of it now.
+    pub status: GpuNodeStatus,
+}
+
+/// One page of a list. Pass `next` back as `?after=` to get the following page; it is absent on the
+/// last page.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct List<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Cursor of the next page, or null on the last.
+    pub next: Option<String>,
+}
+
+/// The one shape of every error the API returns.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code (`invalid_field`, `not_found`, …).
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The offending field as a dotted path (`spec.resources.workers`), when one field is at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}

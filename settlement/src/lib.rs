@@ -1,0 +1,4 @@
+//! Agora settlement: canonical usage receipts, Merkle batches with inclusion proofs, the relayer that
+//! posts batches to the chain exactly once, the chain client and the embedded devnet.
+//! (Filled by the settlement issue; the hub already records the usage it will settle.)
+#![forbid(unsafe_code)]
