@@ -1,1 +1,26 @@
-//! placeholder
+//! The Agora hub: the REST API for users and agents (axum), the store (sqlx over SQLite or
+//! PostgreSQL), the job lifecycle, and the scheduling loop that hands pending jobs to the
+//! `scheduler` crate and writes its placements.
+//!
+//! [`RunningHub::start`] runs a hub; [`routes::router`] builds the HTTP surface over an
+//! [`AppState`] for tests that drive it without a socket.
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod client;
+pub mod error;
+mod extract;
+pub mod ids;
+pub mod lifecycle;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod scheduling;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod submission;
+pub mod views;
+
+pub use server::{HubConfig, RunningHub};
+pub use state::{AppState, HubSettings};

@@ -12,15 +12,22 @@ use crate::{
     v1alpha1::{GpuDevice, Workload},
 };
 
-/// Header that carries the protocol version; the hub rejects versions it does not speak.
+/// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: &str = "v1";
+
+/// Header that carries [`PROTOCOL_VERSION`] on every agent request; the hub rejects versions it
+/// does not speak, so an outdated agent fails loudly instead of misreading answers.
+pub const PROTOCOL_VERSION_HEADER: &str = "agora-protocol-version";
 
 /// `POST /v1/agent/register`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterRequest {
     /// The node name the agent wants (`gn-…`, stable across restarts); the hub keeps one node per name.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// The node's region.
     #[schemars(length(min = 1, max = 63))]
@@ -150,6 +157,9 @@ pub enum WorkerState {
 impl WorkerState {
     /// Whether the worker has ended.
     pub fn is_final(self) -> bool {
-        matches!(self, WorkerState::Succeeded | WorkerState::Failed | WorkerState::Stopped)
+        matches!(
+            self,
+            WorkerState::Succeeded | WorkerState::Failed | WorkerState::Stopped
+        )
     }
 }

@@ -97,7 +97,11 @@ pub fn format_micros(micros: u64, f: &mut impl fmt::Write) -> fmt::Result {
     let whole = micros / MICROS_PER_UNIT;
     let frac = format!("{:06}", micros % MICROS_PER_UNIT);
     let trimmed = frac.trim_end_matches('0');
-    let shown = if trimmed.len() < 2 { &frac[..2] } else { trimmed };
+    let shown = if trimmed.len() < 2 {
+        &frac[..2]
+    } else {
+        trimmed
+    };
     write!(f, "{whole}.{shown}")
 }
 
@@ -148,26 +152,56 @@ mod tests {
         assert_eq!("2.50".parse::<Price>().unwrap().micros(), 2_500_000);
         assert_eq!("0.000001".parse::<Price>().unwrap().micros(), 1);
         assert_eq!("12".parse::<Price>().unwrap().micros(), 12_000_000);
-        assert_eq!("999999999.999999".parse::<Price>().unwrap().micros(), 999_999_999_999_999);
+        assert_eq!(
+            "999999999.999999".parse::<Price>().unwrap().micros(),
+            999_999_999_999_999
+        );
     }
 
     #[test]
     fn rejects_zero_negative_and_malformed_prices() {
-        for bad in ["0", "0.0", "0.000000", "-1", "-0.5", "1.", ".5", "01.5", "1e3", "", "abc", "1.2.3", " 1"] {
+        for bad in [
+            "0", "0.0", "0.000000", "-1", "-0.5", "1.", ".5", "01.5", "1e3", "", "abc", "1.2.3",
+            " 1",
+        ] {
             assert!(bad.parse::<Price>().is_err(), "{bad:?} should be rejected");
         }
-        assert!(matches!("1.0000001".parse::<Price>(), Err(PriceError::TooPrecise(_))));
-        assert!(matches!("1000000000".parse::<Price>(), Err(PriceError::TooLarge(_))));
+        assert!(matches!(
+            "1.0000001".parse::<Price>(),
+            Err(PriceError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            "1000000000".parse::<Price>(),
+            Err(PriceError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn the_schema_pattern_agrees_with_the_parser() {
         let re = regex_lite(POSITIVE_PRICE_PATTERN);
         for s in [
-            "2.50", "0.1", "0.01", "0.000001", "0.100000", "7", "999999999.999999", "0", "0.0", "0.000000",
-            "-1", "1.", "01", "1.0000001", "1000000000", "0.0000001",
+            "2.50",
+            "0.1",
+            "0.01",
+            "0.000001",
+            "0.100000",
+            "7",
+            "999999999.999999",
+            "0",
+            "0.0",
+            "0.000000",
+            "-1",
+            "1.",
+            "01",
+            "1.0000001",
+            "1000000000",
+            "0.0000001",
         ] {
-            assert_eq!(re(s), s.parse::<Price>().is_ok(), "pattern and parser disagree on {s:?}");
+            assert_eq!(
+                re(s),
+                s.parse::<Price>().is_ok(),
+                "pattern and parser disagree on {s:?}"
+            );
         }
     }
 

@@ -61,3 +61,33 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
+
+/// One entry of a job's event log (`GET /v1/jobs/{id}/events`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEvent {
+    /// When it happened.
+    pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// The phase before, absent for the submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<crate::v1alpha1::JobPhase>,
+    /// The phase after.
+    pub to: crate::v1alpha1::JobPhase,
+    /// Machine-readable reason (`Submitted`, `Placed`, `Started`, `Completed`, `WorkerFailed`, …).
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The attempt it belongs to (0 before the first placement).
+    pub attempt: u32,
+    /// The node involved, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// A job's event log.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct JobEventList {
+    /// Events, oldest first.
+    pub items: Vec<JobEvent>,
+}

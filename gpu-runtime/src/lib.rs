@@ -1,1 +1,24 @@
-//! placeholder
+//! The Agora node agent: the process that runs on a GPU machine, offers its GPUs to the hub and runs
+//! the work the hub assigns to it.
+//!
+//! The agent only ever connects out to the hub (it runs on other people's machines, often behind
+//! NAT), so everything here is a client: it registers, heartbeats, long-polls for assignments and
+//! reports how they end. The pieces:
+//!
+//! - [`inventory`]: what GPUs the node has (for now simulated ones, from a spec like `8xH100-80GB`);
+//! - [`executor`]: how an assignment's workload is run (for now the builtin workloads of simulated
+//!   nodes);
+//! - [`client`]: a typed HTTP client of the agent protocol (`/v1/agent/...`, wire types in
+//!   [`crds::agent`]);
+//! - [`agent`]: the loop that ties them together and survives hub restarts and network failures.
+//!
+//! NVML inventory and telemetry, cudarc workloads, network probes and signed receipts arrive with
+//! later issues. This crate never depends on the hub (`api`), a database or a chain client, so the
+//! agent can ship as a small binary of its own.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+mod backoff;
+pub mod client;
+pub mod executor;
+pub mod inventory;

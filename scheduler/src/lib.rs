@@ -1,3 +1,13 @@
 //! Agora's placement engine: pure, deterministic functions over an in-memory view of the nodes.
 //! It does no I/O, so every decision can be replayed in a test and explained to the user.
+//!
+//! This first version places by first fit over nodes ordered by price: it applies the hard filters
+//! (readiness, executor capability, region, price, GPU model/memory/capability, free GPUs) and
+//! counts every rejection by reason, so a waiting job can say why it waits.
 #![forbid(unsafe_code)]
+
+mod first_fit;
+mod model;
+
+pub use first_fit::first_fit;
+pub use model::{GpuView, NodeView, Placement, Rejection, Request, Unschedulable, WorkerSlot};

@@ -20,14 +20,44 @@ use crate::money::Price;
     status = "ComputeJobStatus",
     derive = "PartialEq",
     doc = "A GPU compute job placed by Agora on decentralized GPU nodes.",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase"),
-    printcolumn(name = "Workers", type_ = "integer", json_path = ".spec.resources.workers", description = "Number of workers"),
-    printcolumn(name = "GPUs", type_ = "integer", json_path = ".spec.resources.gpusPerWorker", description = "GPUs per worker"),
-    printcolumn(name = "Price", type_ = "string", json_path = ".status.placement.pricePerGpuHour", description = "Agreed price per GPU-hour"),
-    printcolumn(name = "Nodes", type_ = "string", json_path = ".status.nodes", description = "Node(s) the workers run on"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Lifecycle phase"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "integer",
+        json_path = ".spec.resources.workers",
+        description = "Number of workers"
+    ),
+    printcolumn(
+        name = "GPUs",
+        type_ = "integer",
+        json_path = ".spec.resources.gpusPerWorker",
+        description = "GPUs per worker"
+    ),
+    printcolumn(
+        name = "Price",
+        type_ = "string",
+        json_path = ".status.placement.pricePerGpuHour",
+        description = "Agreed price per GPU-hour"
+    ),
+    printcolumn(
+        name = "Nodes",
+        type_ = "string",
+        json_path = ".status.nodes",
+        description = "Node(s) the workers run on"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = super::kubernetes_integer_formats)]
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "!has(self.placement) || !has(self.placement.dataLocality) || self.kind == 'Federated'",
@@ -56,7 +86,15 @@ pub struct ComputeJobSpec {
     /// What the job may cost.
     pub pricing: Pricing,
     /// Upper bound on wall-clock run time (Go duration, e.g. `6h`, `90m`); the job fails when it is exceeded.
+    // The pattern admits only the Go duration syntax that the API server's CEL (`time.ParseDuration`),
+    // the hub's CEL engine (which ignores trailing garbage) and `kube`'s `Duration` all parse alike:
+    // ASCII units, no sign. A malformed value is then a plain schema error everywhere rather than a
+    // CEL evaluation failure, and `maxLength` bounds the cost of `duration(self)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"),
+        length(max = 32)
+    )]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "duration(self) >= duration('1s')", "message": "maxRuntime must be at least 1s"}
     ]))]
@@ -105,7 +143,9 @@ pub struct Workload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
     /// Environment variables for every worker.
+    // Bounded so that the API server's CEL cost estimator can size rules over the list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
     pub env: Vec<EnvVar>,
     /// A workload built into the node agent (no image needed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,10 +259,16 @@ fn one() -> u32 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GpuRequirements {
     /// Acceptable GPU models (e.g. `H100-80GB`); empty means any.
+    // An empty name would match no node and leave the job pending forever: rejected up front.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 64)))]
     pub models: Vec<String>,
     /// Minimum memory per GPU in GiB.
-    #[serde(default, rename = "minMemoryGiB", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "minMemoryGiB",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1, max = 4096))]
     pub min_memory_gib: Option<u32>,
     /// Minimum CUDA compute capability, `major.minor` (e.g. `"8.0"`).
@@ -236,10 +282,14 @@ pub struct GpuRequirements {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Placement {
     /// Regions the workers may run in; empty means anywhere.
+    // Names are bounded like a GpuNode's `region`, which they are matched against; `maxItems`
+    // lets the API server's CEL cost estimator size rules over the list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
     pub regions: Vec<String>,
     /// Where the job's users are; latency is measured to this region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub user_region: Option<String>,
     /// Maximum round-trip time in milliseconds to `userRegion` and between workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,9 +299,20 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub min_bandwidth_mbps: Option<u32>,
-    /// For Federated jobs: the nodes that hold the data; one worker runs on each, and data never moves.
+    /// For Federated jobs: the nodes that hold the data (each a different node); one worker runs on
+    /// each, and data never moves.
+    // The distinctness rule compares every pair of sites, so its cost grows with the square of the
+    // list: `maxItems` keeps it far below the API server's per-call CEL budget of 1,000,000
+    // (64² comparisons of names of at most 253 bytes), which also caps Federated jobs at 64 sites.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.all(s, self.exists_one(t, t.node == s.node))",
+            "message": "every data site must be a different node",
+            "reason": "FieldValueDuplicate"
+        }
+    ]))]
     pub data_locality: Option<Vec<DataSite>>,
 }
 
@@ -264,6 +325,7 @@ pub struct DataSite {
     pub node: String,
     /// A label for the data set there, shown in status and events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub dataset: Option<String>,
 }
 
@@ -315,7 +377,9 @@ pub struct Retry {
 impl ComputeJobSpec {
     /// Total GPUs the job holds while it runs.
     pub fn total_gpus(&self) -> u32 {
-        self.resources.workers.saturating_mul(self.resources.gpus_per_worker)
+        self.resources
+            .workers
+            .saturating_mul(self.resources.gpus_per_worker)
     }
 
     /// Attempts allowed including the first.
@@ -327,6 +391,7 @@ impl ComputeJobSpec {
 /// The observed state of a compute job, written by the hub (and mirrored to the CR by the operator).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::kubernetes_integer_formats)]
 pub struct ComputeJobStatus {
     /// Lifecycle phase.
     pub phase: JobPhase,
@@ -411,7 +476,10 @@ impl JobPhase {
 
     /// Whether no further transition can happen.
     pub fn is_final(self) -> bool {
-        matches!(self, JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled)
+        matches!(
+            self,
+            JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled
+        )
     }
 }
 

@@ -20,14 +20,43 @@ use crate::money::Price;
     derive = "PartialEq",
     doc = "A GPU machine contributed to the Agora network (mirrored from the hub's node registry).",
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
-    printcolumn(name = "Model", type_ = "string", json_path = ".status.gpuModel", description = "GPU model"),
-    printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.capacity", description = "GPUs on the node"),
-    printcolumn(name = "Free", type_ = "integer", json_path = ".status.free", description = "Healthy GPUs not allocated"),
-    printcolumn(name = "Price", type_ = "string", json_path = ".spec.pricePerGpuHour", description = "Asking price per GPU-hour"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Model",
+        type_ = "string",
+        json_path = ".status.gpuModel",
+        description = "GPU model"
+    ),
+    printcolumn(
+        name = "GPUs",
+        type_ = "integer",
+        json_path = ".status.capacity",
+        description = "GPUs on the node"
+    ),
+    printcolumn(
+        name = "Free",
+        type_ = "integer",
+        json_path = ".status.free",
+        description = "Healthy GPUs not allocated"
+    ),
+    printcolumn(
+        name = "Price",
+        type_ = "string",
+        json_path = ".spec.pricePerGpuHour",
+        description = "Asking price per GPU-hour"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = super::kubernetes_integer_formats)]
 pub struct GpuNodeSpec {
     /// The chain address of the operator whose stake backs this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +72,7 @@ pub struct GpuNodeSpec {
 /// What the hub knows of a node now.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::kubernetes_integer_formats)]
 pub struct GpuNodeStatus {
     /// Every GPU on the node.
     #[serde(default)]

@@ -1,0 +1,461 @@
+//! The OpenAPI 3.1 document of the hub, generated from the code: operations from the table below,
+//! schemas from the very types the handlers use (`schemars`, JSON Schema 2020-12, which OpenAPI 3.1
+//! adopts as its schema dialect). The request body of `POST /v1/jobs` is the CRD's spec type, so the
+//! document, the CRD and the hub's validation cannot disagree. Checked in as `docs/openapi.json`;
+//! a test fails when the two differ, and another that every operation here is routed.
+
+use crds::{agent, rest, v1alpha1};
+use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
+use serde_json::{Map, Value, json};
+
+/// Who may call an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    ApiKey,
+    NodeToken,
+}
+
+/// One documented operation.
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub id: &'static str,
+    pub summary: &'static str,
+    pub auth: Auth,
+    pub query: &'static [(&'static str, &'static str, &'static str)],
+    request: Option<fn(&mut SchemaGenerator) -> Value>,
+    responses: &'static [(u16, &'static str, Option<fn(&mut SchemaGenerator) -> Value>)],
+}
+
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Value {
+    generator.subschema_for::<T>().to_value()
+}
+
+/// A submission: a whole ComputeJob manifest, or just its spec.
+fn submission(generator: &mut SchemaGenerator) -> Value {
+    let spec = schema::<v1alpha1::ComputeJobSpec>(generator);
+    json!({
+        "oneOf": [
+            {
+                "title": "ComputeJob manifest",
+                "type": "object",
+                "required": ["apiVersion", "kind", "spec"],
+                "properties": {
+                    "apiVersion": {"const": "agora.dev/v1alpha1"},
+                    "kind": {"const": "ComputeJob"},
+                    "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 253}}},
+                    "spec": spec
+                }
+            },
+            {"title": "ComputeJob spec", "allOf": [spec.clone()], "not": {"required": ["apiVersion"]}}
+        ]
+    })
+}
+
+const ERRORS: [(u16, &str, Option<fn(&mut SchemaGenerator) -> Value>); 1] =
+    [(400, "Malformed request", Some(schema::<rest::ErrorBody>))];
+
+/// Every operation of the API.
+pub const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "post",
+        path: "/v1/jobs",
+        id: "submitJob",
+        summary: "Submit a job (JSON or YAML; a ComputeJob manifest or its spec). Idempotent under an Idempotency-Key header.",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: Some(submission),
+        responses: &[
+            (201, "The job was created", Some(schema::<rest::Job>)),
+            (
+                200,
+                "The same Idempotency-Key and body were submitted before: that job",
+                Some(schema::<rest::Job>),
+            ),
+            (
+                409,
+                "The Idempotency-Key was used with a different body",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                413,
+                "The body is too large",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                415,
+                "Unsupported media type",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                422,
+                "A field is invalid; `field` names it",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/jobs",
+        id: "listJobs",
+        summary: "List the tenant's jobs, newest first",
+        auth: Auth::ApiKey,
+        query: &[
+            ("phase", "string", "Only jobs in this phase"),
+            ("limit", "integer", "Page size, 1 to 500 (default 50)"),
+            ("after", "string", "The `next` cursor of the previous page"),
+        ],
+        request: None,
+        responses: &[(200, "A page of jobs", Some(schema::<rest::List<rest::Job>>))],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/jobs/{id}",
+        id: "getJob",
+        summary: "Read a job",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[
+            (200, "The job", Some(schema::<rest::Job>)),
+            (
+                404,
+                "No such job for this tenant",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/jobs/{id}",
+        id: "cancelJob",
+        summary: "Cancel a job; its workers are stopped. Cancelling a cancelled job is a no-op.",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[
+            (200, "The cancelled job", Some(schema::<rest::Job>)),
+            (
+                404,
+                "No such job for this tenant",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                409,
+                "The job already ended",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/jobs/{id}/events",
+        id: "listJobEvents",
+        summary: "A job's event log: every phase change with its reason",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[
+            (
+                200,
+                "The events, oldest first",
+                Some(schema::<rest::JobEventList>),
+            ),
+            (
+                404,
+                "No such job for this tenant",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/nodes",
+        id: "listNodes",
+        summary: "List registered GPU nodes by name",
+        auth: Auth::ApiKey,
+        query: &[
+            ("limit", "integer", "Page size, 1 to 500 (default 50)"),
+            ("after", "string", "The `next` cursor of the previous page"),
+        ],
+        request: None,
+        responses: &[(
+            200,
+            "A page of nodes",
+            Some(schema::<rest::List<rest::Node>>),
+        )],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/nodes/{name}",
+        id: "getNode",
+        summary: "Read a node",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[
+            (200, "The node", Some(schema::<rest::Node>)),
+            (404, "No such node", Some(schema::<rest::ErrorBody>)),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/agent/register",
+        id: "registerNode",
+        summary: "Agent: register a node and receive its token",
+        auth: Auth::None,
+        query: &[],
+        request: Some(schema::<agent::RegisterRequest>),
+        responses: &[
+            (
+                200,
+                "The node's token",
+                Some(schema::<agent::RegisterResponse>),
+            ),
+            (422, "A field is invalid", Some(schema::<rest::ErrorBody>)),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/agent/heartbeat",
+        id: "heartbeat",
+        summary: "Agent: report liveness, inventory changes and held assignments; learn what to stop",
+        auth: Auth::NodeToken,
+        query: &[],
+        request: Some(schema::<agent::HeartbeatRequest>),
+        responses: &[(
+            200,
+            "Assignments to stop",
+            Some(schema::<agent::HeartbeatResponse>),
+        )],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/agent/assignments",
+        id: "pollAssignments",
+        summary: "Agent: long-poll for the assignments the node should run",
+        auth: Auth::NodeToken,
+        query: &[(
+            "waitSeconds",
+            "integer",
+            "Wait up to this long (max 30) for work when there is none",
+        )],
+        request: None,
+        responses: &[(
+            200,
+            "The node's live assignments",
+            Some(schema::<agent::AssignmentList>),
+        )],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/agent/assignments/{id}/status",
+        id: "reportAssignmentStatus",
+        summary: "Agent: report a worker's state; repeating a report is harmless",
+        auth: Auth::NodeToken,
+        query: &[],
+        request: Some(schema::<agent::StatusReport>),
+        responses: &[
+            (204, "Recorded", None),
+            (
+                404,
+                "No such assignment on this node",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                409,
+                "The assignment already ended differently",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/healthz",
+        id: "healthz",
+        summary: "Liveness",
+        auth: Auth::None,
+        query: &[],
+        request: None,
+        responses: &[(200, "The process is alive", None)],
+    },
+    Operation {
+        method: "get",
+        path: "/readyz",
+        id: "readyz",
+        summary: "Readiness: the database answers",
+        auth: Auth::None,
+        query: &[],
+        request: None,
+        responses: &[
+            (200, "Ready", None),
+            (503, "Not ready", Some(schema::<rest::ErrorBody>)),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        id: "metrics",
+        summary: "Prometheus metrics (text format)",
+        auth: Auth::None,
+        query: &[],
+        request: None,
+        responses: &[(200, "Metrics", None)],
+    },
+    Operation {
+        method: "get",
+        path: "/openapi.json",
+        id: "openapi",
+        summary: "This document",
+        auth: Auth::None,
+        query: &[],
+        request: None,
+        responses: &[(200, "The OpenAPI document", None)],
+    },
+];
+
+/// The whole OpenAPI document.
+pub fn document() -> Value {
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+        })
+        .into_generator();
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let mut operation = Map::new();
+        operation.insert("operationId".into(), op.id.into());
+        operation.insert("summary".into(), op.summary.into());
+        operation.insert("tags".into(), json!([tag(op.path)]));
+        let mut parameters: Vec<Value> = path_parameters(op.path);
+        parameters.extend(op.query.iter().map(|(name, ty, description)| {
+            json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": ty}})
+        }));
+        if op.id == "submitJob" {
+            parameters.push(json!({
+                "name": "Idempotency-Key", "in": "header", "required": false,
+                "description": "Retries with the same key and body return the same job",
+                "schema": {"type": "string", "maxLength": 255}
+            }));
+        }
+        if !parameters.is_empty() {
+            operation.insert("parameters".into(), Value::Array(parameters));
+        }
+        if let Some(request) = op.request {
+            let body = request(&mut generator);
+            let mut content = Map::new();
+            content.insert("application/json".into(), json!({"schema": body}));
+            if op.id == "submitJob" {
+                content.insert("application/yaml".into(), json!({"schema": body}));
+            }
+            operation.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": content}),
+            );
+        }
+        let mut responses = Map::new();
+        let auth_errors: &[(u16, &str, Option<fn(&mut SchemaGenerator) -> Value>)] = match op.auth {
+            Auth::None => &[],
+            _ => &[(
+                401,
+                "Missing or unknown credentials",
+                Some(schema::<rest::ErrorBody>),
+            )],
+        };
+        let body_errors: &[(u16, &str, Option<fn(&mut SchemaGenerator) -> Value>)] =
+            if op.request.is_some() || !op.query.is_empty() {
+                &ERRORS
+            } else {
+                &[]
+            };
+        for (status, description, body) in op.responses.iter().chain(auth_errors).chain(body_errors)
+        {
+            let mut response = Map::new();
+            response.insert("description".into(), (*description).into());
+            if let Some(body) = body {
+                response.insert(
+                    "content".into(),
+                    json!({"application/json": {"schema": body(&mut generator)}}),
+                );
+            }
+            responses.insert(status.to_string(), Value::Object(response));
+        }
+        operation.insert("responses".into(), Value::Object(responses));
+        match op.auth {
+            Auth::None => operation.insert("security".into(), json!([])),
+            Auth::ApiKey => operation.insert("security".into(), json!([{"apiKey": []}])),
+            Auth::NodeToken => operation.insert("security".into(), json!([{"nodeToken": []}])),
+        };
+        let entry = paths
+            .entry(op.path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry
+            .as_object_mut()
+            .expect("path items are objects")
+            .insert(op.method.into(), Value::Object(operation));
+    }
+    let mut schemas = Value::Object(generator.take_definitions(true));
+    openapi_31_bounds(&mut schemas);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Agora hub API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Submit GPU jobs, follow them, and see the node registry. Agents use the /v1/agent operations.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "A tenant's API key"},
+                "nodeToken": {"type": "http", "scheme": "bearer", "description": "The token from /v1/agent/register"}
+            }
+        }
+    })
+}
+
+fn tag(path: &str) -> &'static str {
+    if path.starts_with("/v1/jobs") {
+        "jobs"
+    } else if path.starts_with("/v1/nodes") {
+        "nodes"
+    } else if path.starts_with("/v1/agent") {
+        "agent"
+    } else {
+        "system"
+    }
+}
+
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect()
+}
+
+/// The CRD types carry OpenAPI 3.0's boolean `exclusiveMinimum` beside `minimum` (what the
+/// Kubernetes API server reads); JSON Schema 2020-12 wants the bound itself as `exclusiveMinimum`.
+fn openapi_31_bounds(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (bound, exclusive) in [
+                ("minimum", "exclusiveMinimum"),
+                ("maximum", "exclusiveMaximum"),
+            ] {
+                if map.get(exclusive) == Some(&Value::Bool(true)) {
+                    if let Some(limit) = map.remove(bound) {
+                        map.insert(exclusive.into(), limit);
+                    }
+                } else if map.get(exclusive) == Some(&Value::Bool(false)) {
+                    map.remove(exclusive);
+                }
+            }
+            map.values_mut().for_each(openapi_31_bounds);
+        }
+        Value::Array(items) => items.iter_mut().for_each(openapi_31_bounds),
+        _ => {}
+    }
+}

@@ -1,0 +1,158 @@
+//! The scheduling loop: takes pending jobs oldest first, asks the scheduler for a placement over
+//! the current fleet, and writes each placement in one transaction. A job that cannot be placed
+//! keeps waiting with the scheduler's explanation as its message.
+
+use std::time::Instant;
+
+use crds::v1alpha1::{ComputeJobSpec, GpuDevice};
+use scheduler::{GpuView, NodeView, Request};
+
+use crate::{
+    ids,
+    routes::parse_capability,
+    state::AppState,
+    store::{NewAssignment, NodeRow, StoreError, now_ms},
+    views::node_ready,
+};
+
+/// Most pending jobs considered in one cycle.
+const BATCH: u32 = 256;
+
+/// Runs scheduling cycles until shutdown: on every wake-up (a job arrived, GPUs were freed, a node
+/// registered) and at least every `schedule_interval`.
+pub async fn run(state: AppState) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match schedule_once(&state).await {
+            Ok(placed) if placed > 0 => tracing::debug!(placed, "scheduling cycle"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduling cycle failed; retrying"),
+        }
+        tokio::select! {
+            _ = state.wake_scheduler.notified() => {}
+            _ = tokio::time::sleep(state.settings.schedule_interval) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One scheduling cycle; returns how many jobs it placed.
+pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
+    let started = Instant::now();
+    let jobs = state.store.pending_jobs(BATCH).await?;
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let now = now_ms();
+    let timeout = state.settings.node_timeout.as_millis() as i64;
+    let rows = state.store.all_nodes().await?;
+    let mut fleet: Vec<NodeView> = rows.iter().map(|n| node_view(n, now, timeout)).collect();
+
+    let mut placed = 0;
+    for job in jobs {
+        let request = request_for(&job.spec);
+        match scheduler::first_fit(&request, &fleet) {
+            Ok(placement) => {
+                let attempt = job.attempt + 1;
+                let workers: Vec<NewAssignment> = placement
+                    .workers
+                    .iter()
+                    .map(|w| NewAssignment {
+                        id: ids::assignment_id(&job.id, attempt, w.rank),
+                        rank: w.rank,
+                        node_name: fleet[w.node].name.clone(),
+                        gpus: w.gpus.clone(),
+                        price_micros: fleet[w.node].price_micros,
+                    })
+                    .collect();
+                if state
+                    .store
+                    .place_job(&job.id, job.attempt, &workers)
+                    .await?
+                {
+                    placed += 1;
+                    state.metrics.placements.inc();
+                    for w in &placement.workers {
+                        for gpu in fleet[w.node]
+                            .gpus
+                            .iter_mut()
+                            .filter(|g| w.gpus.contains(&g.uuid))
+                        {
+                            gpu.allocated = true;
+                        }
+                    }
+                    tracing::info!(job = %job.id, workers = workers.len(), node = %workers[0].node_name, "placed");
+                }
+            }
+            Err(why) => {
+                for (reason, n) in &why.rejections {
+                    state
+                        .metrics
+                        .unschedulable
+                        .get_or_create(&vec![("reason", reason.name().to_string())])
+                        .inc_by(u64::from(*n));
+                }
+                state
+                    .store
+                    .set_waiting_reason(&job.id, "Unschedulable", &why.to_string())
+                    .await?;
+            }
+        }
+    }
+    if placed > 0 {
+        state.notify_assignments();
+    }
+    state
+        .metrics
+        .scheduling_cycle
+        .observe(started.elapsed().as_secs_f64());
+    Ok(placed)
+}
+
+/// What the scheduler needs to know of a job.
+pub fn request_for(spec: &ComputeJobSpec) -> Request {
+    let gpu = spec.resources.gpu.clone().unwrap_or_default();
+    let placement = spec.placement.clone().unwrap_or_default();
+    Request {
+        workers: spec.resources.workers,
+        gpus_per_worker: spec.resources.gpus_per_worker,
+        models: gpu.models,
+        min_memory_gib: gpu.min_memory_gib.unwrap_or(0),
+        min_compute_capability: gpu
+            .min_compute_capability
+            .as_deref()
+            .and_then(parse_capability),
+        regions: placement.regions,
+        max_price_micros: spec.pricing.max_price_per_gpu_hour.micros(),
+        capability: spec.workload.capability(),
+    }
+}
+
+fn node_view(row: &NodeRow, now: i64, timeout: i64) -> NodeView {
+    NodeView {
+        name: row.name.clone(),
+        region: row.region.clone(),
+        price_micros: row.price_micros,
+        ready: node_ready(row.last_heartbeat, now, timeout),
+        capabilities: row.capabilities.clone(),
+        gpus: row
+            .gpus
+            .iter()
+            .map(|g| gpu_view(g, &row.allocated))
+            .collect(),
+    }
+}
+
+fn gpu_view(gpu: &GpuDevice, allocated: &[String]) -> GpuView {
+    GpuView {
+        uuid: gpu.uuid.clone(),
+        model: gpu.model.clone(),
+        memory_gib: gpu.memory_gib,
+        compute_capability: parse_capability(&gpu.compute_capability).unwrap_or((0, 0)),
+        healthy: gpu.healthy,
+        allocated: allocated.contains(&gpu.uuid),
+    }
+}

@@ -1,0 +1,58 @@
+//! The state every handler and background task shares.
+
+use std::{sync::Arc, time::Duration};
+
+use crds::validate::SpecValidator;
+use tokio::sync::{Notify, watch};
+
+use crate::{metrics::Metrics, store::Store};
+
+/// Tunables of a hub.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    /// How often agents are asked to send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// A node whose last heartbeat is older than this is NotReady and gets no new work.
+    pub node_timeout: Duration,
+    /// How often the scheduling loop runs when nothing wakes it earlier.
+    pub schedule_interval: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Longest an agent's long-poll for assignments is held open.
+    pub max_poll_wait: Duration,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(20),
+            schedule_interval: Duration::from_secs(2),
+            max_body_bytes: 1024 * 1024,
+            max_poll_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub validator: Arc<SpecValidator>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<HubSettings>,
+    /// Wakes the scheduling loop early (a job arrived, GPUs were freed).
+    pub wake_scheduler: Arc<Notify>,
+    /// Bumped whenever assignments change, to answer agents' long-polls at once.
+    pub assignments_changed: Arc<watch::Sender<u64>>,
+    /// Becomes true when the hub shuts down, to end long-polls.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Tells long-polling agents that assignments changed.
+    pub fn notify_assignments(&self) {
+        self.assignments_changed
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+}

@@ -1,0 +1,315 @@
+//! Jobs: submission (idempotent), reads, lists and cancellation.
+
+use crds::v1alpha1::{ComputeJobSpec, JobPhase};
+use sqlx::AssertSqlSafe;
+use sqlx::{Any, Transaction};
+
+use super::{Result, Store, StoreError, is_unique_violation, now_ms, rows::*};
+use crate::lifecycle::{AssignmentPhase, job_transition_allowed};
+
+/// A job to insert.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: Option<String>,
+    pub spec: ComputeJobSpec,
+    pub idempotency_key: Option<String>,
+    /// A digest of the request body, to tell a retry from a different request under the same key.
+    pub request_hash: String,
+}
+
+/// What a submission did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SubmitOutcome {
+    /// A new job was created.
+    Created(JobRow),
+    /// The idempotency key was used before with the same body: this is that job.
+    Existing(JobRow),
+    /// The idempotency key was used before with a different body.
+    KeyReused { existing_id: String },
+}
+
+/// What a cancellation did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CancelOutcome {
+    Cancelled(JobRow),
+    /// The job had already ended; nothing changed.
+    AlreadyFinal(JobRow),
+    NotFound,
+}
+
+impl Store {
+    /// Inserts a job in phase Pending, with its first event, or finds the job an earlier request
+    /// under the same idempotency key created.
+    pub async fn submit_job(&self, job: NewJob) -> Result<SubmitOutcome> {
+        let now = now_ms();
+        let spec =
+            serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.write_tx().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, tenant_id, name, spec, phase, reason, message, submitted_at, idempotency_key, request_hash) \
+             VALUES ($1, $2, $3, $4, 'Pending', 'Submitted', 'waiting to be scheduled', $5, $6, $7)",
+        )
+        .bind(&job.id)
+        .bind(&job.tenant_id)
+        .bind(&job.name)
+        .bind(&spec)
+        .bind(now)
+        .bind(&job.idempotency_key)
+        .bind(&job.request_hash)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) && job.idempotency_key.is_some() => {
+                drop(tx);
+                return self.existing_for_key(&job).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        insert_event(
+            &mut tx,
+            &job.id,
+            now,
+            None,
+            JobPhase::Pending,
+            "Submitted",
+            None,
+            0,
+            None,
+        )
+        .await?;
+        let row = fetch_job(&mut tx, &job.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("inserted job vanished".into()))?;
+        tx.commit().await?;
+        Ok(SubmitOutcome::Created(row))
+    }
+
+    async fn existing_for_key(&self, job: &NewJob) -> Result<SubmitOutcome> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS}, request_hash FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2"
+        )))
+        .bind(&job.tenant_id)
+        .bind(&job.idempotency_key)
+        .fetch_one(&self.pool)
+        .await?;
+        let hash: Option<String> = sqlx::Row::try_get(&row, "request_hash")?;
+        let existing = JobRow::from_row(&row)?;
+        Ok(if hash.as_deref() == Some(job.request_hash.as_str()) {
+            SubmitOutcome::Existing(existing)
+        } else {
+            SubmitOutcome::KeyReused {
+                existing_id: existing.id,
+            }
+        })
+    }
+
+    /// A job by id; with a tenant, only that tenant's job.
+    pub async fn get_job(&self, tenant_id: Option<&str>, id: &str) -> Result<Option<JobRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2)"
+        )))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(JobRow::from_row).transpose()
+    }
+
+    /// A page of a tenant's jobs, newest first, and the cursor of the next page.
+    pub async fn list_jobs(
+        &self,
+        tenant_id: &str,
+        phase: Option<JobPhase>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<JobRow>, Option<String>)> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND ($2 IS NULL OR phase = $2) \
+             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        )))
+        .bind(tenant_id)
+        .bind(phase.map(JobPhase::as_str))
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = rows
+            .iter()
+            .map(JobRow::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let next = if jobs.len() > limit as usize {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|j| j.id.clone())
+        } else {
+            None
+        };
+        Ok((jobs, next))
+    }
+
+    /// Pending jobs, oldest first: the scheduler's queue.
+    pub async fn pending_jobs(&self, limit: u32) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE phase = 'Pending' ORDER BY id ASC LIMIT $1"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(JobRow::from_row).collect()
+    }
+
+    /// Records why a pending job still waits (only when the explanation changed).
+    pub async fn set_waiting_reason(
+        &self,
+        job_id: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET reason = $2, message = $3 WHERE id = $1 AND phase = 'Pending' \
+             AND (reason IS NULL OR reason <> $2 OR message IS NULL OR message <> $3)",
+        )
+        .bind(job_id)
+        .bind(reason)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Cancels a tenant's job: a final job is left as it is; live workers are told to stop.
+    pub async fn cancel_job(&self, tenant_id: &str, id: &str) -> Result<CancelOutcome> {
+        let mut tx = self.write_tx().await?;
+        let Some(job) = fetch_job(&mut tx, id)
+            .await?
+            .filter(|j| j.tenant_id == tenant_id)
+        else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        if !job_transition_allowed(job.phase, JobPhase::Cancelled) {
+            return Ok(CancelOutcome::AlreadyFinal(job));
+        }
+        let now = now_ms();
+        let changed = sqlx::query(
+            "UPDATE jobs SET phase = 'Cancelled', reason = 'Cancelled', message = 'cancelled by the user', \
+             finished_at = $2 WHERE id = $1 AND phase = $3",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(job.phase.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            // Another writer changed the job between our read and write: report what it is now.
+            drop(tx);
+            return match self.get_job(Some(tenant_id), id).await? {
+                Some(j) if j.phase.is_final() => Ok(CancelOutcome::AlreadyFinal(j)),
+                Some(_) => Box::pin(self.cancel_job(tenant_id, id)).await,
+                None => Ok(CancelOutcome::NotFound),
+            };
+        }
+        stop_live_assignments(&mut tx, id).await?;
+        insert_event(
+            &mut tx,
+            id,
+            now,
+            Some(job.phase),
+            JobPhase::Cancelled,
+            "Cancelled",
+            Some("cancelled by the user"),
+            job.attempt,
+            None,
+        )
+        .await?;
+        let row = fetch_job(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("cancelled job vanished".into()))?;
+        tx.commit().await?;
+        Ok(CancelOutcome::Cancelled(row))
+    }
+
+    /// A job's event log, oldest first.
+    pub async fn job_events(&self, job_id: &str) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT at, from_phase, to_phase, reason, message, attempt, node FROM job_events WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(EventRow::from_row).collect()
+    }
+
+    /// Number of jobs in each phase (for metrics).
+    pub async fn job_phase_counts(&self) -> Result<Vec<(JobPhase, u64)>> {
+        let rows = sqlx::query("SELECT phase, COUNT(*) AS n FROM jobs GROUP BY phase")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let phase: String = sqlx::Row::try_get(&row, "phase")?;
+            let n: i64 = sqlx::Row::try_get(&row, "n")?;
+            counts.push((phase.parse().map_err(StoreError::Corrupt)?, n.max(0) as u64));
+        }
+        Ok(counts)
+    }
+}
+
+pub(super) async fn fetch_job(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+) -> Result<Option<JobRow>> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(JobRow::from_row).transpose()
+}
+
+/// Marks every live assignment of a job Stopping, so its agent is told to stop it.
+pub(super) async fn stop_live_assignments(
+    tx: &mut Transaction<'static, Any>,
+    job_id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE assignments SET state = $2 WHERE job_id = $1 AND state IN ('Assigned', 'Starting', 'Running')",
+    )
+    .bind(job_id)
+    .bind(AssignmentPhase::Stopping.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn insert_event(
+    tx: &mut Transaction<'static, Any>,
+    job_id: &str,
+    at: i64,
+    from: Option<JobPhase>,
+    to: JobPhase,
+    reason: &str,
+    message: Option<&str>,
+    attempt: u32,
+    node: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO job_events (job_id, at, from_phase, to_phase, reason, message, attempt, node) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(job_id)
+    .bind(at)
+    .bind(from.map(JobPhase::as_str))
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(message)
+    .bind(i64::from(attempt))
+    .bind(node)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! How stored rows are shown: the REST API's `Job` and `Node`, with Kubernetes-style conditions.
+
+use std::collections::HashMap;
+
+use crds::{
+    money::{Price, display_micros},
+    rest::{Job, JobEvent, Node},
+    v1alpha1::{
+        ComputeJobStatus, GpuNodeSpec, GpuNodeStatus, JobPhase, PlacementStatus, Usage,
+        WorkerPlacement,
+    },
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::store::{AssignmentRow, EventRow, JobRow, NodeRow};
+
+/// A store time (Unix milliseconds) as a Kubernetes timestamp.
+pub fn time(ms: i64) -> Time {
+    Time(jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+}
+
+/// Whether a node's last heartbeat is recent enough for it to take work.
+pub fn node_ready(last_heartbeat_ms: i64, now_ms: i64, timeout_ms: i64) -> bool {
+    now_ms.saturating_sub(last_heartbeat_ms) <= timeout_ms
+}
+
+fn condition(kind: &str, status: bool, reason: &str, message: String, at: i64) -> Condition {
+    Condition {
+        type_: kind.to_string(),
+        status: if status { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message,
+        last_transition_time: time(at),
+        observed_generation: None,
+    }
+}
+
+/// A job as the API shows it. `assignments` are those of the current attempt; `regions` maps node
+/// names to regions.
+pub fn job(row: &JobRow, assignments: &[AssignmentRow], regions: &HashMap<String, String>) -> Job {
+    let reason = row.reason.clone().unwrap_or_default();
+    let message = row.message.clone().unwrap_or_default();
+    let mut conditions = vec![condition(
+        "Accepted",
+        true,
+        "Submitted",
+        "the hub accepted the job".into(),
+        row.submitted_at,
+    )];
+    conditions.push(match row.scheduled_at {
+        Some(at) => condition("Scheduled", true, "Placed", placed_message(assignments), at),
+        None if row.phase == JobPhase::Pending => condition(
+            "Scheduled",
+            false,
+            &reason,
+            message.clone(),
+            row.submitted_at,
+        ),
+        None => condition(
+            "Scheduled",
+            false,
+            &reason,
+            message.clone(),
+            row.finished_at.unwrap_or(row.submitted_at),
+        ),
+    });
+    match (row.phase, row.started_at) {
+        (JobPhase::Running, Some(at)) => conditions.push(condition(
+            "Running",
+            true,
+            "Started",
+            "all workers are running".into(),
+            at,
+        )),
+        (phase, _) if phase.is_final() => conditions.push(condition(
+            "Running",
+            false,
+            &reason,
+            message.clone(),
+            row.finished_at.unwrap_or(row.submitted_at),
+        )),
+        _ => {}
+    }
+
+    let placement = (!assignments.is_empty()).then(|| PlacementStatus {
+        workers: assignments
+            .iter()
+            .map(|a| WorkerPlacement {
+                rank: a.rank,
+                node: a.node_name.clone(),
+                gpus: a.gpus.clone(),
+                region: regions.get(&a.node_name).cloned().unwrap_or_default(),
+            })
+            .collect(),
+        price_per_gpu_hour: Price::from_micros(row.price_micros.unwrap_or_default()),
+    });
+    let nodes = placement.as_ref().map(|p| {
+        let mut names: Vec<&str> = p.workers.iter().map(|w| w.node.as_str()).collect();
+        names.dedup();
+        names.join(",")
+    });
+    let usage = (row.gpu_millis > 0 || row.phase.is_final()).then(|| Usage {
+        gpu_seconds: row.gpu_millis / 1000,
+        cost: display_micros(row.cost_micros),
+    });
+    Job {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        spec: row.spec.clone(),
+        status: ComputeJobStatus {
+            phase: row.phase,
+            message: row.message.clone(),
+            reason: row.reason.clone(),
+            conditions,
+            placement,
+            nodes,
+            attempts: row.attempt,
+            usage,
+            settlement: None,
+            submit_time: Some(time(row.submitted_at)),
+            schedule_time: row.scheduled_at.map(time),
+            start_time: row.started_at.map(time),
+            completion_time: row.finished_at.map(time),
+            observed_generation: None,
+        },
+    }
+}
+
+fn placed_message(assignments: &[AssignmentRow]) -> String {
+    let mut nodes: Vec<&str> = assignments.iter().map(|a| a.node_name.as_str()).collect();
+    nodes.dedup();
+    format!("{} worker(s) on {}", assignments.len(), nodes.join(", "))
+}
+
+/// A node as the API (and the GpuNode mirror) shows it.
+pub fn node(row: &NodeRow, now_ms: i64, timeout_ms: i64) -> Node {
+    let ready = node_ready(row.last_heartbeat, now_ms, timeout_ms);
+    let healthy_gpus = row.gpus.iter().filter(|g| g.healthy).count() as u32;
+    let allocated = row
+        .gpus
+        .iter()
+        .filter(|g| row.allocated.contains(&g.uuid))
+        .count() as u32;
+    let free = row
+        .gpus
+        .iter()
+        .filter(|g| g.healthy && !row.allocated.contains(&g.uuid))
+        .count() as u32;
+    let mut models: Vec<&str> = row.gpus.iter().map(|g| g.model.as_str()).collect();
+    models.sort_unstable();
+    models.dedup();
+    let unhealthy: Vec<&str> = row
+        .gpus
+        .iter()
+        .filter(|g| !g.healthy)
+        .map(|g| g.uuid.as_str())
+        .collect();
+    let conditions = vec![
+        if ready {
+            condition(
+                "Ready",
+                true,
+                "HeartbeatsArriving",
+                "the agent sends heartbeats".into(),
+                row.last_heartbeat,
+            )
+        } else {
+            condition(
+                "Ready",
+                false,
+                "HeartbeatsMissed",
+                format!("no heartbeat for more than {} s", timeout_ms / 1000),
+                row.last_heartbeat,
+            )
+        },
+        if unhealthy.is_empty() {
+            condition(
+                "Healthy",
+                true,
+                "AllGpusHealthy",
+                "every GPU is healthy".into(),
+                row.last_heartbeat,
+            )
+        } else {
+            condition(
+                "Healthy",
+                false,
+                "GpuUnhealthy",
+                format!("unhealthy: {}", unhealthy.join(", ")),
+                row.last_heartbeat,
+            )
+        },
+    ];
+    Node {
+        name: row.name.clone(),
+        spec: GpuNodeSpec {
+            operator_address: row.operator_address.clone(),
+            region: row.region.clone(),
+            price_per_gpu_hour: Price::from_micros(row.price_micros),
+        },
+        status: GpuNodeStatus {
+            gpus: row.gpus.clone(),
+            gpu_model: match models.as_slice() {
+                [] => None,
+                [one] => Some(one.to_string()),
+                _ => Some("mixed".into()),
+            },
+            capacity: row.gpus.len() as u32,
+            allocatable: healthy_gpus,
+            allocated,
+            free: if ready { free } else { 0 },
+            capabilities: row.capabilities.clone(),
+            benchmark_tflops: None,
+            network: None,
+            stake: None,
+            reputation: None,
+            jailed: false,
+            simulated: row.simulated,
+            last_heartbeat: Some(time(row.last_heartbeat)),
+            conditions,
+        },
+    }
+}
+
+/// An event log entry as the API shows it.
+pub fn event(row: &EventRow) -> JobEvent {
+    JobEvent {
+        time: time(row.at),
+        from: row.from_phase,
+        to: row.to_phase,
+        reason: row.reason.clone(),
+        message: row.message.clone(),
+        attempt: row.attempt,
+        node: row.node.clone(),
+    }
+}

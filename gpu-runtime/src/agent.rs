@@ -1,0 +1,320 @@
+//! The node agent's main loop: register with the hub, then heartbeat, long-poll for assignments and
+//! run them, until shut down.
+//!
+//! The agent only connects out to the hub and must outlive anything the network or the hub does: the
+//! hub being down (registration retries with backoff), restarting with an empty database (a 401 makes
+//! the agent register again), or answers getting lost (final reports are kept until acknowledged, and
+//! heartbeats carry every held assignment's state). See [`run`].
+
+mod held;
+mod session;
+mod worker;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use crds::{
+    agent::{HeartbeatRequest, RegisterRequest},
+    money::Price,
+    v1alpha1::GpuDevice,
+};
+use tokio::{task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use self::{held::Held, session::Session};
+use crate::{
+    backoff::{Backoff, FailureStreak},
+    client::HubClient,
+};
+
+/// How long each long-poll asks the hub to wait for new work.
+const LONG_POLL_WAIT_SECONDS: u32 = 20;
+
+/// Pause after a long-poll answer with nothing new. The hub answers at once while the node has any
+/// unfinished assignment, running ones included, so without it the agent would poll in a tight loop
+/// while it works; this bounds how late it notices a new assignment meanwhile.
+const POLL_PAUSE: Duration = Duration::from_secs(2);
+
+/// How long shutdown waits for workers to report that they stopped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the agent offers and where it reports.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The hub's base URL (`http://127.0.0.1:8080`).
+    pub hub_url: String,
+    /// The node's name (`gn-…`), stable across restarts: the hub keeps one node per name.
+    pub name: String,
+    /// The node's region.
+    pub region: String,
+    /// Asking price per GPU-hour.
+    pub price_per_gpu_hour: Price,
+    /// The node's GPUs.
+    pub gpus: Vec<GpuDevice>,
+    /// Workload types the node runs (`builtin:sleep`, …).
+    pub capabilities: Vec<String>,
+    /// Whether the GPUs are simulated.
+    pub simulated: bool,
+    /// The operator's chain address.
+    pub operator_address: Option<String>,
+}
+
+impl AgentConfig {
+    fn register_request(&self) -> RegisterRequest {
+        RegisterRequest {
+            name: self.name.clone(),
+            region: self.region.clone(),
+            operator_address: self.operator_address.clone(),
+            price_per_gpu_hour: self.price_per_gpu_hour,
+            gpus: self.gpus.clone(),
+            capabilities: self.capabilities.clone(),
+            simulated: self.simulated,
+            agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        }
+    }
+}
+
+/// What the agent's tasks share.
+struct Shared {
+    session: Session,
+    held: Held,
+    /// Fires at shutdown; every worker's stop token is a child of it.
+    stopping: CancellationToken,
+}
+
+/// Runs the node agent until `shutdown` completes, then stops every worker, tries once to report
+/// each `Stopped`, and returns.
+///
+/// Registration is retried while the hub is unreachable. The error cases are the ones retrying cannot
+/// fix: an invalid hub URL, or the hub refusing to register the node (e.g. an invalid name), at start
+/// or when registering again after a 401.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let span = info_span!("agent", node = %config.name);
+    run_node(config, shutdown).instrument(span).await
+}
+
+async fn run_node(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let client = HubClient::new(&config.hub_url)?;
+    let stopping = CancellationToken::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    let session = tokio::select! {
+        session = Session::open(client, config.register_request(), stopping.clone()) => session?,
+        () = &mut shutdown => {
+            info!("shut down before registering");
+            return Ok(());
+        }
+    };
+    let shared = Arc::new(Shared {
+        session,
+        held: Held::default(),
+        stopping: stopping.clone(),
+    });
+
+    let mut workers = Workers::default();
+    let result = tokio::select! {
+        () = &mut shutdown => {
+            info!("shutting down");
+            Ok(())
+        }
+        error = shared.session.refused() => Err(error),
+        () = heartbeat_loop(&shared) => Ok(()),
+        () = poll_loop(&shared, &mut workers) => Ok(()),
+    };
+
+    // Cancels every worker; each tries once to report how it ended.
+    stopping.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, workers.drain())
+        .await
+        .is_err()
+    {
+        warn!("workers did not finish reporting in time; abandoning their reports");
+    }
+    result
+}
+
+/// Sends heartbeats at the interval the hub asks for, each carrying every held assignment's state,
+/// and stops the workers the hub lists in `stop`. Never returns.
+async fn heartbeat_loop(shared: &Shared) {
+    let client = shared.session.client();
+    let mut interval = shared.session.auth().heartbeat_interval;
+    let mut streak = FailureStreak::default();
+    loop {
+        let started = Instant::now();
+        let request = HeartbeatRequest {
+            gpus: None,
+            assignments: shared.held.states(),
+        };
+        let request = &request;
+        let result = shared
+            .session
+            .call(|token| async move { client.heartbeat(&token, request).await })
+            .await;
+        match result {
+            Ok(response) => {
+                if let Some(failures) = streak.succeed() {
+                    info!(failures, "heartbeats reach the hub again");
+                }
+                interval = session::heartbeat_interval(response.heartbeat_interval_seconds);
+                for id in &response.stop {
+                    if shared.held.stop(id) {
+                        info!(assignment = %id, "stopping on the hub's request");
+                    }
+                }
+            }
+            Err(e) => {
+                if streak.fail() {
+                    warn!(error = %e, "heartbeat failed; will keep trying");
+                }
+            }
+        }
+        tokio::time::sleep_until(started + interval).await;
+    }
+}
+
+/// Long-polls for assignments and starts a worker for each one not seen before. Never returns.
+async fn poll_loop(shared: &Arc<Shared>, workers: &mut Workers) {
+    let client = shared.session.client();
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut streak = FailureStreak::default();
+    loop {
+        workers.reap(&shared.held);
+        let result = shared
+            .session
+            .call(|token| async move { client.assignments(&token, LONG_POLL_WAIT_SECONDS).await })
+            .await;
+        match result {
+            Ok(list) => {
+                if let Some(failures) = streak.succeed() {
+                    info!(failures, "the hub answers the long-poll again");
+                }
+                backoff.reset();
+                let answered = !list.items.is_empty();
+                let mut started = 0;
+                for assignment in list.items {
+                    let stop = shared.stopping.child_token();
+                    if shared.held.claim(&assignment.id, stop.clone()) {
+                        workers.spawn(shared, assignment, stop);
+                        started += 1;
+                    }
+                }
+                if answered && started == 0 {
+                    tokio::time::sleep(POLL_PAUSE).await;
+                }
+            }
+            Err(e) => {
+                if streak.fail() {
+                    warn!(error = %e, "cannot fetch assignments; retrying with backoff");
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// The running worker tasks, by task id so that a worker that panicked can be let go of.
+#[derive(Default)]
+struct Workers {
+    tasks: JoinSet<()>,
+    assignments: HashMap<tokio::task::Id, String>,
+}
+
+impl Workers {
+    fn spawn(
+        &mut self,
+        shared: &Arc<Shared>,
+        assignment: crds::agent::Assignment,
+        stop: CancellationToken,
+    ) {
+        let id = assignment.id.clone();
+        let span = info_span!("assignment", id = %assignment.id, job = %assignment.job);
+        let task = self
+            .tasks
+            .spawn(worker::run(Arc::clone(shared), assignment, stop).instrument(span));
+        self.assignments.insert(task.id(), id);
+    }
+
+    /// Forgets finished workers; a panicked worker's assignment is released so heartbeats stop
+    /// claiming it runs (it cannot be reported: its outcome is unknown).
+    fn reap(&mut self, held: &Held) {
+        while let Some(result) = self.tasks.try_join_next_with_id() {
+            let task = match &result {
+                Ok((task, ())) => *task,
+                Err(e) => e.id(),
+            };
+            let assignment = self.assignments.remove(&task);
+            if let (Err(e), Some(assignment)) = (result, assignment)
+                && e.is_panic()
+            {
+                error!(%assignment, "worker panicked; releasing the assignment");
+                held.release(&assignment);
+            }
+        }
+    }
+
+    /// Waits for every worker to end.
+    async fn drain(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(hub_url: &str) -> AgentConfig {
+        AgentConfig {
+            hub_url: hub_url.into(),
+            name: "gn-test".into(),
+            region: "eu-west".into(),
+            price_per_gpu_hour: Price::from_micros(2_500_000),
+            gpus: crate::inventory::simulated("2xL4-24GB", "gn-test").unwrap(),
+            capabilities: crate::executor::simulated_capabilities(),
+            simulated: true,
+            operator_address: None,
+        }
+    }
+
+    #[test]
+    fn registers_what_the_config_says() {
+        let request = config("http://hub").register_request();
+        assert_eq!(request.name, "gn-test");
+        assert_eq!(request.region, "eu-west");
+        assert_eq!(request.gpus.len(), 2);
+        assert_eq!(request.capabilities, ["builtin:sleep"]);
+        assert!(request.simulated);
+        assert_eq!(
+            request.agent_version.as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json["pricePerGpuHour"], "2.50");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_hub_url_is_an_error() {
+        let err = run(config("hub:8080"), std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid hub URL"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_registration_retries() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Nothing listens on the discard port, so registration keeps retrying until shut down.
+        let shutdown = tokio::time::sleep(Duration::from_millis(300));
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            run(config("http://127.0.0.1:9"), shutdown),
+        )
+        .await;
+        assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+    }
+}

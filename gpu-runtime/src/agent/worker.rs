@@ -1,0 +1,165 @@
+//! The life of one assignment on this node: report it running, run it, and make sure the hub learns
+//! how it ended.
+//!
+//! Nothing a worker finished may be lost: a final report that fails for a transient reason is retried
+//! (with backoff) until the hub acknowledges it, and the assignment stays held, so heartbeats keep
+//! carrying its final state meanwhile. Only shutdown cuts this short, after one last attempt.
+
+use std::{sync::Arc, time::Duration};
+
+use crds::agent::{Assignment, StatusReport, WorkerState};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::Shared;
+use crate::{
+    backoff::{Backoff, FailureStreak},
+    client::ClientError,
+    executor::{self, Outcome},
+};
+
+/// What became of a status report.
+enum Delivery {
+    /// The hub has it.
+    Acknowledged,
+    /// 409: the hub considers the assignment already final or stopped.
+    AlreadyFinal,
+    /// The hub does not want it (404: unknown assignment; other 4xx: refused); retrying cannot help.
+    Dropped,
+    /// Not delivered; try again later.
+    Retry(ClientError),
+}
+
+/// Runs `assignment` until it ends or `stop` fires, then reports the outcome until acknowledged.
+pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: CancellationToken) {
+    let id = assignment.id.as_str();
+    info!(workload = %assignment.workload.capability(), gpus = assignment.gpus.len(), "starting");
+    shared.held.set_state(id, WorkerState::Running);
+
+    // The work starts at once; the Running report goes alongside (heartbeats carry the state should
+    // it fail), and a hub that answers that the assignment is over or unknown stops the work. The
+    // final report waits for the Running one, so the hub never sees them out of order.
+    let running = StatusReport {
+        state: WorkerState::Running,
+        exit_code: None,
+        message: None,
+    };
+    let report_running = async {
+        match deliver(&shared, id, &running).await {
+            Delivery::Acknowledged | Delivery::Retry(_) => true,
+            Delivery::AlreadyFinal | Delivery::Dropped => {
+                stop.cancel();
+                false
+            }
+        }
+    };
+    let (wanted, outcome) = tokio::join!(report_running, executor::run_builtin(&assignment, &stop));
+    if !wanted {
+        info!("the hub no longer wants this assignment; dropped");
+        shared.held.release(id);
+        return;
+    }
+
+    let outcome = explain_stop(outcome, &shared.stopping);
+    shared.held.set_state(id, outcome.state);
+    match outcome.state {
+        WorkerState::Succeeded => info!("succeeded"),
+        _ => {
+            info!(state = ?outcome.state, message = outcome.message.as_deref().unwrap_or(""), "ended")
+        }
+    }
+    report_final(&shared, id, &outcome.to_report()).await;
+    shared.held.release(id);
+}
+
+/// Says why a worker was stopped: the hub asked, or the agent is shutting down.
+fn explain_stop(outcome: Outcome, stopping: &CancellationToken) -> Outcome {
+    if outcome.state != WorkerState::Stopped {
+        return outcome;
+    }
+    if stopping.is_cancelled() {
+        Outcome::stopped("the node agent shut down")
+    } else {
+        Outcome::stopped("stopped on the hub's request")
+    }
+}
+
+/// Delivers a final report: retried until acknowledged, except that once the agent is shutting down
+/// one more attempt is all it gets.
+async fn report_final(shared: &Shared, id: &str, report: &StatusReport) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut streak = FailureStreak::default();
+    let mut last_attempt = shared.stopping.is_cancelled();
+    loop {
+        match deliver(shared, id, report).await {
+            Delivery::Acknowledged | Delivery::AlreadyFinal | Delivery::Dropped => {
+                if let Some(failures) = streak.succeed() {
+                    info!(failures, "final report delivered after retries");
+                }
+                return;
+            }
+            Delivery::Retry(e) if last_attempt => {
+                warn!(error = %e, state = ?report.state, "shutting down; the final report was not delivered");
+                return;
+            }
+            Delivery::Retry(e) => {
+                if streak.fail() {
+                    warn!(error = %e, "cannot deliver the final report; retrying until the hub takes it");
+                }
+            }
+        }
+        tokio::select! {
+            () = shared.stopping.cancelled() => last_attempt = true,
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// One attempt at a status report, sorted by what to do next.
+async fn deliver(shared: &Shared, id: &str, report: &StatusReport) -> Delivery {
+    let client = shared.session.client();
+    let result = shared
+        .session
+        .call(|token| async move { client.report_status(&token, id, report).await })
+        .await;
+    match result {
+        Ok(()) => Delivery::Acknowledged,
+        Err(ClientError::Conflict { message }) => {
+            debug!(%message, state = ?report.state, "the hub already has a final state");
+            Delivery::AlreadyFinal
+        }
+        Err(ClientError::NotFound { message }) => {
+            warn!(%message, state = ?report.state, "the hub does not know this assignment");
+            Delivery::Dropped
+        }
+        Err(e @ ClientError::Rejected { .. }) => {
+            error!(error = %e, state = ?report.state, "the hub refused the status report");
+            Delivery::Dropped
+        }
+        Err(e @ (ClientError::Transient(_) | ClientError::Unauthorized)) => Delivery::Retry(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_say_why() {
+        let stopping = CancellationToken::new();
+        let stopped = Outcome::stopped("stopped before completion");
+        assert_eq!(
+            explain_stop(stopped.clone(), &stopping).message.as_deref(),
+            Some("stopped on the hub's request")
+        );
+        assert_eq!(
+            explain_stop(Outcome::succeeded(), &stopping),
+            Outcome::succeeded()
+        );
+        stopping.cancel();
+        assert_eq!(
+            explain_stop(stopped, &stopping).message.as_deref(),
+            Some("the node agent shut down")
+        );
+    }
+}

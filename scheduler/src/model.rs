@@ -1,0 +1,139 @@
+//! The scheduler's inputs and outputs. They are its own types, not the API's, so the engine can be
+//! driven from the hub, from simulations and from tests alike.
+
+use std::{collections::BTreeMap, fmt};
+
+/// What one job asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    pub workers: u32,
+    pub gpus_per_worker: u32,
+    /// Acceptable GPU models; empty means any.
+    pub models: Vec<String>,
+    pub min_memory_gib: u32,
+    /// Minimum compute capability as (major, minor).
+    pub min_compute_capability: Option<(u32, u32)>,
+    /// Acceptable regions; empty means any.
+    pub regions: Vec<String>,
+    /// The most the job pays per GPU-hour, in micro-units.
+    pub max_price_micros: u64,
+    /// The executor capability the workload needs (`builtin:sleep`, `container`, …).
+    pub capability: String,
+}
+
+/// One node as the scheduler sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeView {
+    pub name: String,
+    pub region: String,
+    /// Asking price per GPU-hour in micro-units.
+    pub price_micros: u64,
+    /// Whether heartbeats arrive.
+    pub ready: bool,
+    pub capabilities: Vec<String>,
+    pub gpus: Vec<GpuView>,
+}
+
+/// One GPU of a node.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GpuView {
+    pub uuid: String,
+    pub model: String,
+    pub memory_gib: u32,
+    pub compute_capability: (u32, u32),
+    pub healthy: bool,
+    /// Held by a live assignment.
+    pub allocated: bool,
+}
+
+/// Where each worker goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub workers: Vec<WorkerSlot>,
+}
+
+/// One worker's node (an index into the nodes given) and GPUs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerSlot {
+    pub rank: u32,
+    pub node: usize,
+    pub gpus: Vec<String>,
+}
+
+/// Why a node was not used, in the order the filters run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rejection {
+    NotReady,
+    Incapable,
+    WrongRegion,
+    TooExpensive,
+    NoMatchingGpu,
+    TooFewFreeGpus,
+}
+
+impl Rejection {
+    /// How the reason reads after a count: "3 not ready".
+    pub fn describe(self, capability: &str) -> String {
+        match self {
+            Rejection::NotReady => "not ready".into(),
+            Rejection::Incapable => format!("cannot run {capability} workloads"),
+            Rejection::WrongRegion => "in other regions".into(),
+            Rejection::TooExpensive => "too expensive".into(),
+            Rejection::NoMatchingGpu => "without a matching GPU".into(),
+            Rejection::TooFewFreeGpus => "with too few free GPUs".into(),
+        }
+    }
+
+    /// A stable machine-readable name (`TooExpensive`), for metrics and API fields.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::NotReady => "NotReady",
+            Rejection::Incapable => "Incapable",
+            Rejection::WrongRegion => "WrongRegion",
+            Rejection::TooExpensive => "TooExpensive",
+            Rejection::NoMatchingGpu => "NoMatchingGpu",
+            Rejection::TooFewFreeGpus => "TooFewFreeGpus",
+        }
+    }
+}
+
+/// Why a job could not be placed: every node's first failed filter, counted by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unschedulable {
+    pub nodes: u32,
+    pub rejections: BTreeMap<Rejection, u32>,
+    /// Workers that would have fit on the nodes that passed every filter.
+    pub workers_that_fit: u32,
+    pub workers: u32,
+    pub capability: String,
+}
+
+impl fmt::Display for Unschedulable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.nodes == 0 {
+            return f.write_str("no nodes are registered");
+        }
+        let reasons: Vec<String> = self
+            .rejections
+            .iter()
+            .map(|(reason, n)| format!("{n} {}", reason.describe(&self.capability)))
+            .collect();
+        write!(
+            f,
+            "no placement on {} node{}",
+            self.nodes,
+            if self.nodes == 1 { "" } else { "s" }
+        )?;
+        if !reasons.is_empty() {
+            write!(f, ": {}", reasons.join(", "))?;
+        }
+        if self.workers > 1 && self.workers_that_fit > 0 {
+            write!(
+                f,
+                "; only {} of {} workers fit",
+                self.workers_that_fit, self.workers
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The command line: which subcommands exist and which crate runs each.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use api::client::{HubArgs, JobCommand, NodeCommand};
+use clap::{Parser, Subcommand};
+use crds::money::Price;
+
+/// Agora: a control plane for decentralized GPU compute.
+#[derive(Parser, Debug)]
+#[command(name = "agora", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (RUST_LOG syntax), e.g. `info,api=debug`.
+    #[arg(long, global = true, env = "AGORA_LOG", default_value = "info")]
+    pub log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a hub with SQLite and simulated GPU agents on this machine, for trying Agora out.
+    Dev(DevArgs),
+    /// Run a hub for production (PostgreSQL or SQLite).
+    Server(ServerArgs),
+    /// Run a node agent that offers this machine's GPUs to a hub.
+    Agent(AgentArgs),
+    /// Submit, read, list and cancel jobs.
+    Job {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// List the hub's GPU nodes.
+    Node {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Print the ComputeJob and GpuNode CRDs (for `kubectl apply -f -`).
+    Crds,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Where the SQLite database and the API key live.
+    #[arg(long, default_value = ".agora")]
+    pub data_dir: PathBuf,
+    /// Address of the hub (loopback by default: `agora dev` is not for exposing).
+    #[arg(long, default_value = "127.0.0.1:7600")]
+    pub listen: SocketAddr,
+    /// Simulated GPU agents to start in-process (0: wait for external `agora agent`s).
+    #[arg(long, default_value_t = 3)]
+    pub agents: usize,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AGORA_LISTEN", default_value = "0.0.0.0:7600")]
+    pub listen: SocketAddr,
+    /// `postgres://USER:PASSWORD@HOST/DB` or `sqlite://PATH`.
+    #[arg(long, env = "AGORA_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// File holding the API key of the `default` tenant; created with a new key if missing.
+    #[arg(long, env = "AGORA_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Seconds without a heartbeat after which a node is NotReady.
+    #[arg(long, default_value_t = 20)]
+    pub node_timeout_seconds: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// The hub's base URL.
+    #[arg(long, env = "AGORA_HUB")]
+    pub hub: String,
+    /// The node's region (e.g. `eu-west`).
+    #[arg(long, env = "AGORA_REGION")]
+    pub region: String,
+    /// The node's name; defaults to `gn-` + the host name.
+    #[arg(long, env = "AGORA_NODE_NAME")]
+    pub name: Option<String>,
+    /// Offer simulated GPUs (e.g. `8xH100-80GB`), for development and tests: NVML discovery of real
+    /// GPUs arrives with the agent issue, so today this is required.
+    #[arg(long, env = "AGORA_SIMULATE_GPUS")]
+    pub simulate_gpus: String,
+    /// Asking price per GPU-hour, in display units.
+    #[arg(long, env = "AGORA_PRICE", default_value = "2.00")]
+    pub price: Price,
+    /// The operator's chain address.
+    #[arg(long, env = "AGORA_OPERATOR_ADDRESS")]
+    pub operator_address: Option<String>,
+}
+
+pub fn init_tracing(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Server(args) => server(args).await,
+        Command::Agent(args) => agent(args).await,
+        Command::Job { hub, command } => api::client::run_job(&hub, command).await,
+        Command::Node { hub, command } => api::client::run_node(&hub, command).await,
+        Command::Crds => {
+            print!("{}", crds::manifests::all_yaml()?);
+            Ok(())
+        }
+    }
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let settings = api::HubSettings {
+        node_timeout: Duration::from_secs(args.node_timeout_seconds),
+        ..api::HubSettings::default()
+    };
+    let hub = api::RunningHub::start(api::HubConfig {
+        listen: args.listen,
+        database_url: args.database_url,
+        settings,
+    })
+    .await?;
+    if let Some(file) = &args.api_key_file {
+        api::bootstrap::ensure_api_key(hub.store(), "default", file).await?;
+        eprintln!("API key of tenant `default` is in {}", file.display());
+    }
+    eprintln!("agora hub listening on {}", hub.url());
+    hub.serve_until(shutdown_signal()).await
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let name = match args.name {
+        Some(name) => name,
+        None => default_node_name()?,
+    };
+    let gpus = gpu_runtime::inventory::simulated(&args.simulate_gpus, &name)
+        .with_context(|| format!("--simulate-gpus {:?}", args.simulate_gpus))?;
+    let config = gpu_runtime::agent::AgentConfig {
+        hub_url: args.hub,
+        name,
+        region: args.region,
+        price_per_gpu_hour: args.price,
+        gpus,
+        capabilities: gpu_runtime::executor::simulated_capabilities(),
+        simulated: true,
+        operator_address: args.operator_address,
+    };
+    gpu_runtime::agent::run(config, shutdown_signal()).await
+}
+
+/// `gn-` + the host name, lowercased and reduced to what a node name may contain.
+fn default_node_name() -> anyhow::Result<String> {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .context("cannot tell the host name; pass --name")?;
+    let cleaned: String = host
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    Ok(format!("gn-{}", cleaned.trim_matches('-'))
+        .chars()
+        .take(63)
+        .collect())
+}
+
+/// Completes on Ctrl-C or SIGTERM (how Kubernetes and systemd stop a process).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

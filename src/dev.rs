@@ -1,0 +1,109 @@
+//! `agora dev`: a hub on loopback with SQLite in a data directory and simulated GPU agents running
+//! in this process. The agents still talk to the hub over real HTTP, exactly as remote ones do.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use crds::money::Price;
+use tokio::task::JoinSet;
+
+use crate::cli::{DevArgs, shutdown_signal};
+
+/// The simulated fleet `agora dev` starts, cycled when more agents are asked for: (region, GPUs,
+/// asking price per GPU-hour). Prices are in the range public GPU clouds list for these models.
+const FLEET: [(&str, &str, &str); 3] = [
+    ("eu-west", "8xH100-80GB", "2.49"),
+    ("us-east", "4xA100-80GB", "1.59"),
+    ("ap-southeast", "2xL4-24GB", "0.59"),
+];
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let database = data_dir.join("agora.db");
+    let settings = api::HubSettings {
+        heartbeat_interval: Duration::from_secs(2),
+        node_timeout: Duration::from_secs(10),
+        schedule_interval: Duration::from_secs(1),
+        ..api::HubSettings::default()
+    };
+    let hub = api::RunningHub::start(api::HubConfig {
+        listen: args.listen,
+        database_url: format!("sqlite://{}", database.display()),
+        settings,
+    })
+    .await?;
+    let key_file = data_dir.join("api-key");
+    let key = api::bootstrap::ensure_api_key(hub.store(), "default", &key_file).await?;
+    let url = hub.url();
+
+    let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);
+    let mut agents = JoinSet::new();
+    let mut fleet_lines = Vec::new();
+    for i in 0..args.agents {
+        let (region, gpus, price) = FLEET[i % FLEET.len()];
+        let name = format!("gn-sim-{i}");
+        let config = gpu_runtime::agent::AgentConfig {
+            hub_url: url.clone(),
+            name: name.clone(),
+            region: region.to_string(),
+            price_per_gpu_hour: price.parse::<Price>()?,
+            gpus: gpu_runtime::inventory::simulated(gpus, &name)?,
+            capabilities: gpu_runtime::executor::simulated_capabilities(),
+            simulated: true,
+            operator_address: None,
+        };
+        fleet_lines.push(format!(
+            "  {name:<10} {region:<13} {gpus:<13} {price}/GPU-hour (simulated GPUs)"
+        ));
+        let mut stop = agents_stopped.clone();
+        agents.spawn(gpu_runtime::agent::run(config, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
+
+    println!("Agora dev hub on {url}  (SQLite: {})", database.display());
+    println!("API key: {key}  (also in {})", key_file.display());
+    if args.agents == 0 {
+        println!(
+            "No simulated agents: start some with `agora agent --hub {url} --region eu-west --simulate-gpus 8xH100-80GB`."
+        );
+    } else {
+        println!(
+            "{} simulated agent(s), running in this process:",
+            args.agents
+        );
+        for line in &fleet_lines {
+            println!("{line}");
+        }
+    }
+    println!();
+    println!("Try it:");
+    println!("  export AGORA_API_KEY=$(cat {})", key_file.display());
+    println!("  agora job submit examples/quickstart.yaml --wait");
+    println!("  agora job list && agora node list");
+    println!("  curl -H \"Authorization: Bearer $AGORA_API_KEY\" {url}/v1/jobs");
+    println!("Metrics for Prometheus: {url}/metrics   API description: {url}/openapi.json");
+    println!(
+        "Ctrl-C stops everything; state stays in {}.",
+        data_dir.display()
+    );
+
+    hub.serve_until(async {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            Some(result) = agents.join_next() => {
+                // An agent ended on its own: report it, and stop (dev mode should not limp on).
+                match result {
+                    Ok(Ok(())) => tracing::warn!("a simulated agent stopped"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "a simulated agent failed"),
+                    Err(e) => tracing::error!(error = %e, "a simulated agent panicked"),
+                }
+            }
+        }
+        let _ = stop_agents.send(true);
+        while agents.join_next().await.is_some() {}
+    })
+    .await
+}
