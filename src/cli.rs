@@ -45,6 +45,8 @@ pub enum Command {
     },
     /// Print the ComputeJob and GpuNode CRDs (for `kubectl apply -f -`).
     Crds,
+    /// Print the hub's OpenAPI document.
+    Openapi,
 }
 
 #[derive(clap::Args, Debug)]
@@ -120,6 +122,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { hub, command } => api::client::run_node(&hub, command).await,
         Command::Crds => {
             print!("{}", crds::manifests::all_yaml()?);
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&api::openapi::document())?);
             Ok(())
         }
     }

@@ -67,16 +67,15 @@ impl SpecValidator {
             .collect();
         // Like the API server, CEL only sees objects whose shape is already known to be right, so
         // rules never fail on a missing or mistyped field instead of reporting the real mistake.
-        if errors.is_empty() {
-            if let Err(cel_errors) =
+        if errors.is_empty()
+            && let Err(cel_errors) =
                 self.cel
                     .validate_compiled(&self.cel_schema, &without_nulls(spec), None)
-            {
-                errors.extend(cel_errors.into_vec().into_iter().map(|e| FieldError {
-                    field: cel_field(&e.field_path),
-                    message: e.message,
-                }));
-            }
+        {
+            errors.extend(cel_errors.into_vec().into_iter().map(|e| FieldError {
+                field: cel_field(&e.field_path),
+                message: e.message,
+            }));
         }
         if !errors.is_empty() {
             errors.sort_by(|a, b| a.field.cmp(&b.field));
@@ -100,10 +99,11 @@ impl SpecValidator {
 /// would refuse fails here too instead of silently meaning something else.
 pub fn compile_structural(
     schema: &Value,
-) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
+) -> Result<jsonschema::Validator, Box<jsonschema::ValidationError<'static>>> {
     jsonschema::draft4::options()
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(schema)
+        .map_err(Box::new)
 }
 
 /// The `openAPIV3Schema` of the ComputeJob CRD's `spec`.
@@ -147,13 +147,13 @@ pub fn strict_json_schema(schema: &Value) -> Value {
             {
                 out.insert("additionalProperties".into(), Value::Bool(false));
             }
-            if map.get("nullable") == Some(&Value::Bool(true)) {
-                if let Some(Value::String(ty)) = map.get("type") {
-                    out.insert(
-                        "type".into(),
-                        Value::Array(vec![Value::String(ty.clone()), "null".into()]),
-                    );
-                }
+            if map.get("nullable") == Some(&Value::Bool(true))
+                && let Some(Value::String(ty)) = map.get("type")
+            {
+                out.insert(
+                    "type".into(),
+                    Value::Array(vec![Value::String(ty.clone()), "null".into()]),
+                );
             }
             Value::Object(out)
         }
@@ -496,10 +496,10 @@ mod tests {
                 let mut found = Vec::new();
                 check_expr(program.expression(), &mut scope, &mut found);
                 problems.extend(found.into_iter().map(|p| format!("{at}: {text:?}: {p}")));
-                if let Some(path) = rule.get("fieldPath").and_then(Value::as_str) {
-                    if resolve_field_path(node, path).is_none() {
-                        problems.push(format!("{at}: fieldPath {path:?} names no declared field"));
-                    }
+                if let Some(path) = rule.get("fieldPath").and_then(Value::as_str)
+                    && resolve_field_path(node, path).is_none()
+                {
+                    problems.push(format!("{at}: fieldPath {path:?} names no declared field"));
                 }
             }
         }
@@ -614,10 +614,10 @@ mod tests {
                     .iter()
                     .map(|a| check_expr(a, scope, problems))
                     .collect();
-                if call.func_name == "size" {
-                    if let Some(sized) = target.or(args.first().copied().flatten()) {
-                        require_bounded(sized, "takes the size of", problems);
-                    }
+                if call.func_name == "size"
+                    && let Some(sized) = target.or(args.first().copied().flatten())
+                {
+                    require_bounded(sized, "takes the size of", problems);
                 }
                 None
             }

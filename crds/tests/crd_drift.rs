@@ -231,10 +231,10 @@ fn check_structural(node: &Value, at: &str, in_junctor: bool, problems: &mut Vec
             "{at_or_root}: `uniqueItems: true` (use x-kubernetes-list-type: set)"
         ));
     }
-    if let Some(format) = object.get("format").and_then(Value::as_str) {
-        if !KNOWN_FORMATS.contains(&format) {
-            problems.push(format!("{at_or_root}: unrecognized format {format:?}"));
-        }
+    if let Some(format) = object.get("format").and_then(Value::as_str)
+        && !KNOWN_FORMATS.contains(&format)
+    {
+        problems.push(format!("{at_or_root}: unrecognized format {format:?}"));
     }
     for bound in ["exclusiveMinimum", "exclusiveMaximum"] {
         if object.get(bound).is_some_and(|v| !v.is_boolean()) {

@@ -9,6 +9,8 @@ use crate::money::Price;
 
 /// The desired state of a compute job. This type is both the CRD's `spec` and the body of
 /// `POST /v1/jobs`; jobs are immutable once submitted.
+// Every `printcolumn(...)` repeats `name`/`type_`/`json_path`, which clippy takes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "agora.dev",

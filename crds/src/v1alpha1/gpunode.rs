@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::money::Price;
 
 /// What a node offers: who operates it, where it is, and its asking price.
+// Every `printcolumn(...)` repeats `name`/`type_`/`json_path`, which clippy takes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "agora.dev",
