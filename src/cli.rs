@@ -125,7 +125,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Openapi => {
-            println!("{}", serde_json::to_string_pretty(&api::openapi::document())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::openapi::document())?
+            );
             Ok(())
         }
     }

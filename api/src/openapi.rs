@@ -16,6 +16,12 @@ pub enum Auth {
     NodeToken,
 }
 
+/// Builds the schema of a body, registering the types it refers to.
+type SchemaFn = fn(&mut SchemaGenerator) -> Value;
+
+/// A documented response: status, description, and the body's schema if it has one.
+type ResponseDoc = (u16, &'static str, Option<SchemaFn>);
+
 /// One documented operation.
 pub struct Operation {
     pub method: &'static str,
@@ -24,8 +30,8 @@ pub struct Operation {
     pub summary: &'static str,
     pub auth: Auth,
     pub query: &'static [(&'static str, &'static str, &'static str)],
-    request: Option<fn(&mut SchemaGenerator) -> Value>,
-    responses: &'static [(u16, &'static str, Option<fn(&mut SchemaGenerator) -> Value>)],
+    request: Option<SchemaFn>,
+    responses: &'static [ResponseDoc],
 }
 
 fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Value {
@@ -53,8 +59,7 @@ fn submission(generator: &mut SchemaGenerator) -> Value {
     })
 }
 
-const ERRORS: [(u16, &str, Option<fn(&mut SchemaGenerator) -> Value>); 1] =
-    [(400, "Malformed request", Some(schema::<rest::ErrorBody>))];
+const ERRORS: [ResponseDoc; 1] = [(400, "Malformed request", Some(schema::<rest::ErrorBody>))];
 
 /// Every operation of the API.
 pub const OPERATIONS: &[Operation] = &[
@@ -356,7 +361,7 @@ pub fn document() -> Value {
             );
         }
         let mut responses = Map::new();
-        let auth_errors: &[(u16, &str, Option<fn(&mut SchemaGenerator) -> Value>)] = match op.auth {
+        let auth_errors: &[ResponseDoc] = match op.auth {
             Auth::None => &[],
             _ => &[(
                 401,
@@ -364,12 +369,11 @@ pub fn document() -> Value {
                 Some(schema::<rest::ErrorBody>),
             )],
         };
-        let body_errors: &[(u16, &str, Option<fn(&mut SchemaGenerator) -> Value>)] =
-            if op.request.is_some() || !op.query.is_empty() {
-                &ERRORS
-            } else {
-                &[]
-            };
+        let body_errors: &[ResponseDoc] = if op.request.is_some() || !op.query.is_empty() {
+            &ERRORS
+        } else {
+            &[]
+        };
         for (status, description, body) in op.responses.iter().chain(auth_errors).chain(body_errors)
         {
             let mut response = Map::new();

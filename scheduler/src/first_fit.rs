@@ -70,7 +70,7 @@ fn node_filter(request: &Request, node: &NodeView) -> Result<(), Rejection> {
     if !node.ready {
         return Err(Rejection::NotReady);
     }
-    if !node.capabilities.iter().any(|c| *c == request.capability) {
+    if !node.capabilities.contains(&request.capability) {
         return Err(Rejection::Incapable);
     }
     if !request.regions.is_empty() && !request.regions.contains(&node.region) {

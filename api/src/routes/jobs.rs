@@ -183,10 +183,10 @@ async fn job_view(state: &AppState, row: &JobRow) -> ApiResult<Job> {
     };
     let mut regions = HashMap::new();
     for a in &assignments {
-        if !regions.contains_key(&a.node_name) {
-            if let Some(node) = state.store.get_node(&a.node_name).await? {
-                regions.insert(a.node_name.clone(), node.region);
-            }
+        if !regions.contains_key(&a.node_name)
+            && let Some(node) = state.store.get_node(&a.node_name).await?
+        {
+            regions.insert(a.node_name.clone(), node.region);
         }
     }
     Ok(views::job(row, &assignments, &regions))

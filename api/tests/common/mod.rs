@@ -30,18 +30,28 @@ pub async fn fresh_store(backend: Backend) -> Option<TestStore> {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temporary directory");
             let url = format!("sqlite://{}", dir.path().join("hub.db").display());
-            Some(TestStore { store: Store::connect(&url).await.expect("SQLite store"), _dir: Some(dir) })
+            Some(TestStore {
+                store: Store::connect(&url).await.expect("SQLite store"),
+                _dir: Some(dir),
+            })
         }
         Backend::Postgres => {
             let Ok(admin_url) = std::env::var("AGORA_TEST_POSTGRES_URL") else {
                 if std::env::var("AGORA_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                    panic!("AGORA_REQUIRE_POSTGRES=1 but AGORA_TEST_POSTGRES_URL is not set; run ./scripts/test");
+                    panic!(
+                        "AGORA_REQUIRE_POSTGRES=1 but AGORA_TEST_POSTGRES_URL is not set; run ./scripts/test"
+                    );
                 }
-                eprintln!("PostgreSQL not configured (AGORA_TEST_POSTGRES_URL); skipping the PostgreSQL variant");
+                eprintln!(
+                    "PostgreSQL not configured (AGORA_TEST_POSTGRES_URL); skipping the PostgreSQL variant"
+                );
                 return None;
             };
             let url = create_database(&admin_url).await;
-            Some(TestStore { store: Store::connect(&url).await.expect("PostgreSQL store"), _dir: None })
+            Some(TestStore {
+                store: Store::connect(&url).await.expect("PostgreSQL store"),
+                _dir: None,
+            })
         }
     }
 }
@@ -56,9 +66,16 @@ async fn create_database(admin_url: &str) -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed),
         rand::random::<u32>()
     );
-    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url).await.expect("connect to PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create database");
-    let base = admin_url.rsplit_once('/').map_or(admin_url, |(base, _)| base);
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url, |(base, _)| base);
     format!("{base}/{name}")
 }
 
@@ -115,7 +132,14 @@ pub struct Reply {
 }
 
 /// Sends one request through the router.
-pub async fn send(app: &Router, method: &str, uri: &str, key: Option<&str>, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
+pub async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    content_type: Option<&str>,
+    body: impl Into<Body>,
+) -> Reply {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
@@ -123,11 +147,19 @@ pub async fn send(app: &Router, method: &str, uri: &str, key: Option<&str>, cont
     if let Some(ct) = content_type {
         request = request.header("content-type", ct);
     }
-    let response = app.clone().oneshot(request.body(body.into()).unwrap()).await.unwrap();
+    let response = app
+        .clone()
+        .oneshot(request.body(body.into()).unwrap())
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Reply { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+    Reply {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    }
 }
 
 /// A minimal valid spec (JSON) running the sleep builtin.
@@ -143,14 +175,16 @@ pub fn sleep_spec(seconds: u32) -> Value {
 /// A registration of a simulated node with `gpus` H100s in `region` asking `price`.
 pub fn registration(name: &str, region: &str, gpus: usize, price: &str) -> Value {
     let devices: Vec<Value> = (0..gpus)
-        .map(|i| serde_json::json!({
-            "uuid": format!("GPU-SIM-{name}-{i}"),
-            "model": "H100-80GB",
-            "memoryGiB": 80,
-            "computeCapability": "9.0",
-            "healthy": true,
-            "simulated": true
-        }))
+        .map(|i| {
+            serde_json::json!({
+                "uuid": format!("GPU-SIM-{name}-{i}"),
+                "model": "H100-80GB",
+                "memoryGiB": 80,
+                "computeCapability": "9.0",
+                "healthy": true,
+                "simulated": true
+            })
+        })
         .collect();
     serde_json::json!({
         "name": name,
