@@ -226,10 +226,38 @@ fn structural_error(spec: &Value, e: &jsonschema::ValidationError<'_>) -> FieldE
                 e.instance
             ),
         },
+        Kind::Minimum { limit } => FieldError {
+            field: base,
+            message: format!("must be at least {}, got {}", number(limit), e.instance),
+        },
+        Kind::Maximum { limit } => FieldError {
+            field: base,
+            message: format!("must be at most {}, got {}", number(limit), e.instance),
+        },
+        Kind::ExclusiveMinimum { limit } => FieldError {
+            field: base,
+            message: format!("must be greater than {}, got {}", number(limit), e.instance),
+        },
+        Kind::ExclusiveMaximum { limit } => FieldError {
+            field: base,
+            message: format!("must be less than {}, got {}", number(limit), e.instance),
+        },
+        Kind::Enum { options } => FieldError {
+            field: base,
+            message: format!("must be one of {options}, got {}", e.instance),
+        },
         _ => FieldError {
             field: base,
             message: e.to_string(),
         },
+    }
+}
+
+/// A schema bound as people write it: `1`, not the `1.0` the generated schema stores.
+fn number(limit: &Value) -> String {
+    match limit.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => limit.to_string(),
     }
 }
 

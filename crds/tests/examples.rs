@@ -187,7 +187,7 @@ const MISTAKES: &[Mistake] = &[
         what: "zero workers",
         edit: |s| s["resources"]["workers"] = json!(0),
         field: "spec.resources.workers",
-        says: "less than the minimum of 1",
+        says: "must be at least 1, got 0",
         layer: Layer::Schema,
     },
     Mistake {
@@ -229,7 +229,7 @@ const MISTAKES: &[Mistake] = &[
         what: "17 GPUs per worker",
         edit: |s| s["resources"]["gpusPerWorker"] = json!(17),
         field: "spec.resources.gpusPerWorker",
-        says: "greater than the maximum of 16",
+        says: "must be at most 16, got 17",
         layer: Layer::Schema,
     },
     Mistake {
@@ -243,14 +243,14 @@ const MISTAKES: &[Mistake] = &[
         what: "a sample rate of 0",
         edit: |s| s["verification"] = json!({"mode": "SpotCheck", "sampleRate": 0}),
         field: "spec.verification.sampleRate",
-        says: "minimum of 0",
+        says: "must be greater than 0, got 0",
         layer: Layer::Schema,
     },
     Mistake {
         what: "a sample rate above 1",
         edit: |s| s["verification"] = json!({"mode": "SpotCheck", "sampleRate": 1.5}),
         field: "spec.verification.sampleRate",
-        says: "greater than the maximum of 1",
+        says: "must be at most 1, got 1.5",
         layer: Layer::Schema,
     },
     Mistake {

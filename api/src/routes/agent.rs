@@ -150,7 +150,8 @@ async fn heartbeat(
         .record_heartbeat(&node, req.gpus.as_deref())
         .await?;
     let held: Vec<String> = req.assignments.iter().map(|a| a.id.clone()).collect();
-    let stop = state.store.reconcile_held(&node, &held).await?;
+    let grace_ms = 2 * state.settings.heartbeat_interval.as_millis() as i64;
+    let stop = state.store.reconcile_held(&node, &held, grace_ms).await?;
     if req.gpus.is_some() {
         state.wake_scheduler.notify_one();
     }

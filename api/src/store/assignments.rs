@@ -153,9 +153,18 @@ impl Store {
     }
 
     /// Reconciles what an agent says it holds with what the hub wants, and returns the ids the
-    /// agent must stop: ids the hub is stopping, has ended, or does not know on this node. Stopping
-    /// assignments the agent no longer holds are marked Stopped and their GPUs freed.
-    pub async fn reconcile_held(&self, node: &str, held: &[String]) -> Result<Vec<String>> {
+    /// agent must stop: ids the hub is stopping, has ended, or does not know on this node.
+    ///
+    /// Assignments the agent no longer holds are settled once they are older than `grace_ms` (a
+    /// heartbeat may have been composed just before the agent picked new work up): a Stopping one
+    /// is Stopped and its GPUs freed; a Starting or Running one failed — the agent restarted or lost
+    /// it — so its job does not wait forever for a worker nobody runs.
+    pub async fn reconcile_held(
+        &self,
+        node: &str,
+        held: &[String],
+        grace_ms: i64,
+    ) -> Result<Vec<String>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE node_name = $1 \
              AND state IN ('Assigned', 'Starting', 'Running', 'Stopping')"
@@ -168,11 +177,26 @@ impl Store {
             .map(AssignmentRow::from_row)
             .collect::<Result<Vec<_>>>()?;
         let held_set: HashSet<&str> = held.iter().map(String::as_str).collect();
-        for gone in live
-            .iter()
-            .filter(|a| a.state == AssignmentPhase::Stopping && !held_set.contains(a.id.as_str()))
-        {
-            self.finish_stopping(&gone.id).await?;
+        let settled_before = now_ms() - grace_ms;
+        for gone in live.iter().filter(|a| {
+            !held_set.contains(a.id.as_str())
+                && a.started_at.unwrap_or(a.created_at) < settled_before
+        }) {
+            match gone.state {
+                AssignmentPhase::Stopping => self.finish_stopping(&gone.id).await?,
+                AssignmentPhase::Starting | AssignmentPhase::Running => {
+                    let report = StatusReport {
+                        state: crds::agent::WorkerState::Failed,
+                        exit_code: None,
+                        message: Some(
+                            "the node's agent no longer runs this worker (it restarted or lost it)"
+                                .into(),
+                        ),
+                    };
+                    self.report_status(node, &gone.id, &report).await?;
+                }
+                _ => {}
+            }
         }
         let keep: HashSet<&str> = live
             .iter()
