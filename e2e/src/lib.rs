@@ -491,12 +491,7 @@ impl DevHub {
 
     /// Spawns the hub and waits until it is ready; `Err` with the exited process if it stops
     /// before that.
-    fn start_on(
-        dir: &Path,
-        data_dir: &Path,
-        port: u16,
-        agents: usize,
-    ) -> Result<DevHub, Process> {
+    fn start_on(dir: &Path, data_dir: &Path, port: u16, agents: usize) -> Result<DevHub, Process> {
         let listen = format!("127.0.0.1:{port}");
         let cmd = agora_command(&[
             "dev",

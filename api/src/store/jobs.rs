@@ -140,12 +140,7 @@ impl Store {
             .iter()
             .map(JobRow::from_row)
             .collect::<Result<Vec<_>>>()?;
-        let next = if jobs.len() > limit as usize {
-            jobs.truncate(limit as usize);
-            jobs.last().map(|j| j.id.clone())
-        } else {
-            None
-        };
+        let next = super::cut_page(&mut jobs, limit, |j| j.id.clone());
         Ok((jobs, next))
     }
 

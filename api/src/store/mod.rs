@@ -160,6 +160,17 @@ pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// Keyset pagination: lists fetch `limit + 1` rows; if the extra one came, there is a next page,
+/// whose cursor is the key of the last row kept.
+fn cut_page<T>(rows: &mut Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Option<String> {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(key)
+    } else {
+        None
+    }
+}
+
 /// Whether an error is a unique-constraint violation (a lost race or a duplicate, not a fault).
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())

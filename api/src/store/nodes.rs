@@ -104,12 +104,7 @@ impl Store {
             .iter()
             .map(NodeRow::from_row)
             .collect::<Result<Vec<_>>>()?;
-        let next = if nodes.len() > limit as usize {
-            nodes.truncate(limit as usize);
-            nodes.last().map(|n| n.name.clone())
-        } else {
-            None
-        };
+        let next = super::cut_page(&mut nodes, limit, |n| n.name.clone());
         self.attach_allocations(&mut nodes).await?;
         Ok((nodes, next))
     }
