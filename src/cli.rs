@@ -143,10 +143,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         listen: args.listen,
         database_url: args.database_url,
         settings,
+        api_key_file: args.api_key_file.clone(),
     })
     .await?;
     if let Some(file) = &args.api_key_file {
-        api::bootstrap::ensure_api_key(hub.store(), "default", file).await?;
         eprintln!("API key of tenant `default` is in {}", file.display());
     }
     eprintln!("agora hub listening on {}", hub.url());

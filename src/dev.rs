@@ -28,14 +28,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         schedule_interval: Duration::from_secs(1),
         ..api::HubSettings::default()
     };
+    let key_file = data_dir.join("api-key");
     let hub = api::RunningHub::start(api::HubConfig {
         listen: args.listen,
         database_url: format!("sqlite://{}", database.display()),
         settings,
+        api_key_file: Some(key_file.clone()),
     })
     .await?;
-    let key_file = data_dir.join("api-key");
-    let key = api::bootstrap::ensure_api_key(hub.store(), "default", &key_file).await?;
+    let key = hub.api_key().unwrap_or_default().to_string();
     let url = hub.url();
 
     let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);

@@ -24,6 +24,9 @@ pub struct HubConfig {
     /// `sqlite://PATH` or `postgres://…`.
     pub database_url: String,
     pub settings: HubSettings,
+    /// A file holding the API key of the `default` tenant, created with a new key if missing. The
+    /// key is in place before the hub serves, so `/readyz` answering means the key works.
+    pub api_key_file: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ impl AppState {
 /// A hub that is serving.
 pub struct RunningHub {
     addr: SocketAddr,
+    api_key: Option<String>,
     state: AppState,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
@@ -59,6 +63,10 @@ impl RunningHub {
         let store = Store::connect(&config.database_url)
             .await
             .with_context(|| format!("opening the database at {}", redact(&config.database_url)))?;
+        let api_key = match &config.api_key_file {
+            Some(file) => Some(crate::bootstrap::ensure_api_key(&store, "default", file).await?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
@@ -77,6 +85,7 @@ impl RunningHub {
         tracing::info!(%addr, "hub serving");
         Ok(Self {
             addr,
+            api_key,
             state,
             shutdown,
             server,
@@ -92,6 +101,11 @@ impl RunningHub {
     /// The hub's base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The `default` tenant's API key, when the hub was started with an API key file.
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
     }
 
     /// The hub's store.

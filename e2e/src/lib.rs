@@ -94,11 +94,14 @@ pub fn free_port() -> u16 {
 }
 
 /// An `agora` command with a clean environment: no `AGORA_*` variable of the caller's shell leaks
-/// in (a developer's `AGORA_HUB` or `AGORA_API_KEY` would change what is tested), and it runs in
-/// the repository root.
+/// in (a developer's `AGORA_HUB` or `AGORA_API_KEY` would change what is tested), logs are not
+/// coloured, and it runs in the repository root.
 pub fn agora_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(agora_bin());
-    cmd.args(args).current_dir(repo_root()).stdin(Stdio::null());
+    cmd.args(args)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .env("NO_COLOR", "1");
     for (name, _) in env::vars_os() {
         if name.to_string_lossy().starts_with("AGORA_") {
             cmd.env_remove(name);
@@ -405,7 +408,7 @@ impl Api {
 
     /// Every node of `GET /v1/nodes`.
     pub fn nodes(&self) -> Result<Vec<Value>, String> {
-        let body = self.get_ok("/v1/nodes?limit=1000")?;
+        let body = self.get_ok("/v1/nodes?limit=500")?;
         Ok(body["items"].as_array().cloned().unwrap_or_default())
     }
 

@@ -109,7 +109,16 @@ macro_rules! backend_tests {
 
 /// A hub's router over `store` with an API key for tenant `tenant`; returns (router, state, key).
 pub async fn app(store: &Store, tenant: &str) -> (Router, AppState, String) {
-    let (state, shutdown) = AppState::new(store.clone(), HubSettings::default());
+    app_with(store, tenant, HubSettings::default()).await
+}
+
+/// Like [`app`], with the hub's tunables given (a short node timeout, heartbeat interval, …).
+pub async fn app_with(
+    store: &Store,
+    tenant: &str,
+    settings: HubSettings,
+) -> (Router, AppState, String) {
+    let (state, shutdown) = AppState::new(store.clone(), settings);
     // Keep the shutdown sender alive for the router's lifetime.
     std::mem::forget(shutdown);
     let key = add_key(store, tenant).await;
@@ -129,6 +138,18 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub headers: axum::http::HeaderMap,
+    /// The body as text, for answers that are not JSON (`/metrics`).
+    pub text: String,
+}
+
+impl Reply {
+    /// A response header as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Sends one request through the router.
@@ -140,12 +161,28 @@ pub async fn send(
     content_type: Option<&str>,
     body: impl Into<Body>,
 ) -> Reply {
-    let mut request = Request::builder().method(method).uri(uri);
-    if let Some(key) = key {
-        request = request.header("authorization", format!("Bearer {key}"));
+    let authorization = key.map(|key| format!("Bearer {key}"));
+    let mut headers = Vec::new();
+    if let Some(authorization) = &authorization {
+        headers.push(("authorization", authorization.as_str()));
     }
     if let Some(ct) = content_type {
-        request = request.header("content-type", ct);
+        headers.push(("content-type", ct));
+    }
+    send_with(app, method, uri, &headers, body).await
+}
+
+/// Sends one request with exactly these headers (`Idempotency-Key`, `agora-protocol-version`, …).
+pub async fn send_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = app
         .clone()
@@ -159,7 +196,201 @@ pub async fn send(
         status,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
     }
+}
+
+/// Submits `spec` as JSON for `key`'s tenant and returns the new job's id.
+pub async fn submit(app: &Router, key: &str, spec: &Value) -> String {
+    let reply = send(
+        app,
+        "POST",
+        "/v1/jobs",
+        Some(key),
+        Some("application/json"),
+        spec.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "submitting {spec}: {}", reply.body);
+    reply.body["id"].as_str().expect("a job id").to_string()
+}
+
+/// A job as `key`'s tenant sees it (asserting that it is found).
+pub async fn get_job(app: &Router, key: &str, id: &str) -> Value {
+    let reply = send(app, "GET", &format!("/v1/jobs/{id}"), Some(key), None, "").await;
+    assert_eq!(reply.status, 200, "GET job {id}: {}", reply.body);
+    reply.body
+}
+
+/// A node as the API shows it (asserting that it is found).
+pub async fn get_node(app: &Router, key: &str, name: &str) -> Value {
+    let reply = send(
+        app,
+        "GET",
+        &format!("/v1/nodes/{name}"),
+        Some(key),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "GET node {name}: {}", reply.body);
+    reply.body
+}
+
+/// Registers the node `registration` describes and returns its token.
+pub async fn register(app: &Router, registration: &Value) -> String {
+    let reply = send(
+        app,
+        "POST",
+        "/v1/agent/register",
+        None,
+        Some("application/json"),
+        registration.to_string(),
+    )
+    .await;
+    assert_eq!(
+        reply.status, 200,
+        "registering {registration}: {}",
+        reply.body
+    );
+    reply.body["token"]
+        .as_str()
+        .expect("a node token")
+        .to_string()
+}
+
+/// The node's live assignments, answered at once (`waitSeconds=0`).
+pub async fn poll(app: &Router, token: &str) -> Vec<Value> {
+    let reply = send(
+        app,
+        "GET",
+        "/v1/agent/assignments?waitSeconds=0",
+        Some(token),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "polling assignments: {}", reply.body);
+    reply.body["items"]
+        .as_array()
+        .expect("an item list")
+        .clone()
+}
+
+/// Reports a worker's `state` on `assignment`, with an exit code and a message when given.
+pub async fn report(
+    app: &Router,
+    token: &str,
+    assignment: &str,
+    state: &str,
+    exit_code: Option<i32>,
+    message: Option<&str>,
+) -> Reply {
+    let body = serde_json::json!({"state": state, "exitCode": exit_code, "message": message});
+    send(
+        app,
+        "POST",
+        &format!("/v1/agent/assignments/{assignment}/status"),
+        Some(token),
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await
+}
+
+/// A heartbeat saying the node runs exactly the assignments in `held`.
+pub async fn heartbeat(app: &Router, token: &str, held: &[&str]) -> Reply {
+    let assignments: Vec<Value> = held
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "state": "Running"}))
+        .collect();
+    let body = serde_json::json!({ "assignments": assignments });
+    send(
+        app,
+        "POST",
+        "/v1/agent/heartbeat",
+        Some(token),
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await
+}
+
+/// Submits a 1-GPU sleep job, has the scheduler place it on the node holding `token` (the only
+/// node that fits) and reports it Running, then Succeeded. Returns (job id, assignment id).
+pub async fn run_to_success(
+    app: &Router,
+    state: &AppState,
+    key: &str,
+    token: &str,
+) -> (String, String) {
+    let job = submit(app, key, &sleep_spec(1)).await;
+    let placed = api::scheduling::schedule_once(state).await.unwrap();
+    assert_eq!(placed, 1, "the job should be placed");
+    let assignment = assignment_of(&poll(app, token).await, &job);
+    for (state, code) in [("Running", None), ("Succeeded", Some(0))] {
+        let reply = report(app, token, &assignment, state, code, None).await;
+        assert_eq!(reply.status, 204, "reporting {state}: {}", reply.body);
+    }
+    (job, assignment)
+}
+
+/// The id of `job`'s assignment among polled `items`.
+pub fn assignment_of(items: &[Value], job: &str) -> String {
+    items
+        .iter()
+        .find(|a| a["job"] == job)
+        .and_then(|a| a["id"].as_str())
+        .unwrap_or_else(|| panic!("no assignment of {job} in {items:?}"))
+        .to_string()
+}
+
+/// Calls `check` every few milliseconds until it yields a value; panics naming `what` once
+/// `timeout` has passed. The way to wait for something, instead of sleeping.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the store's clock (Unix milliseconds) is past `ms`, so later timestamps differ.
+pub async fn clock_passes(ms: i64) {
+    eventually(
+        "the clock to advance",
+        std::time::Duration::from_secs(5),
+        || async { (api::store::now_ms() > ms).then_some(()) },
+    )
+    .await
+}
+
+/// The error code of an error reply, asserting the API's one error shape
+/// `{"error": {"code", "message", "field"?}}` with a non-empty message.
+pub fn error_code(reply: &Reply) -> &str {
+    let error = &reply.body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "not the API's error shape (status {}): {}",
+        reply.status,
+        reply.text
+    );
+    error["code"].as_str().unwrap_or_default()
+}
+
+/// The `ComputeJobSpec` a JSON spec describes (for store-level tests).
+pub fn spec(json: Value) -> crds::v1alpha1::ComputeJobSpec {
+    serde_json::from_value(json).expect("a valid spec")
 }
 
 /// A minimal valid spec (JSON) running the sleep builtin.

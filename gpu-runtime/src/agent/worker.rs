@@ -36,29 +36,20 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
     info!(workload = %assignment.workload.capability(), gpus = assignment.gpus.len(), "starting");
     shared.held.set_state(id, WorkerState::Running);
 
-    // The work starts at once; the Running report goes alongside (heartbeats carry the state should
-    // it fail), and a hub that answers that the assignment is over or unknown stops the work. The
-    // final report waits for the Running one, so the hub never sees them out of order.
+    // The Running report goes first, so the hub's start time (what usage is metered from) is never
+    // later than the work's; one attempt only, as heartbeats carry the state should it fail. A hub
+    // that answers that the assignment is over or unknown gets no work done at all.
     let running = StatusReport {
         state: WorkerState::Running,
         exit_code: None,
         message: None,
     };
-    let report_running = async {
-        match deliver(&shared, id, &running).await {
-            Delivery::Acknowledged | Delivery::Retry(_) => true,
-            Delivery::AlreadyFinal | Delivery::Dropped => {
-                stop.cancel();
-                false
-            }
-        }
-    };
-    let (wanted, outcome) = tokio::join!(report_running, executor::run_builtin(&assignment, &stop));
-    if !wanted {
+    if let Delivery::AlreadyFinal | Delivery::Dropped = deliver(&shared, id, &running).await {
         info!("the hub no longer wants this assignment; dropped");
         shared.held.release(id);
         return;
     }
+    let outcome = executor::run_builtin(&assignment, &stop).await;
 
     let outcome = explain_stop(outcome, &shared.stopping);
     shared.held.set_state(id, outcome.state);
