@@ -50,7 +50,10 @@ fn submission(generator: &mut SchemaGenerator) -> Value {
                 "properties": {
                     "apiVersion": {"const": "agora.dev/v1alpha1"},
                     "kind": {"const": "ComputeJob"},
-                    "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 253}}},
+                    "metadata": {"type": "object", "properties": {"name": {
+                        "type": "string", "maxLength": 253,
+                        "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+                    }}},
                     "spec": spec
                 }
             },
@@ -59,7 +62,18 @@ fn submission(generator: &mut SchemaGenerator) -> Value {
     })
 }
 
-const ERRORS: [ResponseDoc; 1] = [(400, "Malformed request", Some(schema::<rest::ErrorBody>))];
+/// The schema of a page size.
+const LIMIT_SCHEMA: &str = r#"{"type": "integer", "minimum": 1, "maximum": 500}"#;
+
+/// Answers every operation that reads a body or a query may give.
+const ERRORS: [ResponseDoc; 2] = [
+    (400, "Malformed request", Some(schema::<rest::ErrorBody>)),
+    (
+        422,
+        "A field is invalid; `field` names it",
+        Some(schema::<rest::ErrorBody>),
+    ),
+];
 
 /// Every operation of the API.
 pub const OPERATIONS: &[Operation] = &[
@@ -107,9 +121,17 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "List the tenant's jobs, newest first",
         auth: Auth::ApiKey,
         query: &[
-            ("phase", "string", "Only jobs in this phase"),
-            ("limit", "integer", "Page size, 1 to 500 (default 50)"),
-            ("after", "string", "The `next` cursor of the previous page"),
+            (
+                "phase",
+                r#"{"type": "string", "enum": ["Pending", "Scheduled", "Running", "Verifying", "Succeeded", "Failed", "Cancelled"]}"#,
+                "Only jobs in this phase",
+            ),
+            ("limit", LIMIT_SCHEMA, "Page size, 1 to 500 (default 50)"),
+            (
+                "after",
+                r#"{"type": "string"}"#,
+                "The `next` cursor of the previous page",
+            ),
         ],
         request: None,
         responses: &[(200, "A page of jobs", Some(schema::<rest::List<rest::Job>>))],
@@ -181,8 +203,12 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "List registered GPU nodes by name",
         auth: Auth::ApiKey,
         query: &[
-            ("limit", "integer", "Page size, 1 to 500 (default 50)"),
-            ("after", "string", "The `next` cursor of the previous page"),
+            ("limit", LIMIT_SCHEMA, "Page size, 1 to 500 (default 50)"),
+            (
+                "after",
+                r#"{"type": "string"}"#,
+                "The `next` cursor of the previous page",
+            ),
         ],
         request: None,
         responses: &[(
@@ -243,8 +269,8 @@ pub const OPERATIONS: &[Operation] = &[
         auth: Auth::NodeToken,
         query: &[(
             "waitSeconds",
-            "integer",
-            "Wait up to this long (max 30) for work when there is none",
+            r#"{"type": "integer", "minimum": 0}"#,
+            "Wait up to this long (at most 30 s) for work when there is none",
         )],
         request: None,
         responses: &[(
@@ -335,14 +361,15 @@ pub fn document() -> Value {
         operation.insert("summary".into(), op.summary.into());
         operation.insert("tags".into(), json!([tag(op.path)]));
         let mut parameters: Vec<Value> = path_parameters(op.path);
-        parameters.extend(op.query.iter().map(|(name, ty, description)| {
-            json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": ty}})
+        parameters.extend(op.query.iter().map(|(name, schema, description)| {
+            let schema: Value = serde_json::from_str(schema).expect("query parameter schemas are JSON");
+            json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
         }));
         if op.id == "submitJob" {
             parameters.push(json!({
                 "name": "Idempotency-Key", "in": "header", "required": false,
                 "description": "Retries with the same key and body return the same job",
-                "schema": {"type": "string", "maxLength": 255}
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
             }));
         }
         if !parameters.is_empty() {

@@ -126,7 +126,7 @@ backend_tests! {
             assert_eq!(error_code(&reply), "not_found");
         }
         assert!(poll(&app, &token_b).await.is_empty(), "B is offered none of A's work");
-        assert_eq!(stop_list(&heartbeat(&app, &token_b, &[&assignment]).await), [assignment.clone()], "B is told to stop what is not its own");
+        assert_eq!(stop_list(&heartbeat(&app, &token_b, &[&assignment]).await), [assignment.as_str()], "B is told to stop what is not its own");
 
         assert_eq!(assignment_of(&poll(&app, &token_a).await, &job), assignment, "A still holds its assignment");
         let row = &store.job_assignments(&job, 1).await.unwrap()[0];
@@ -236,6 +236,37 @@ backend_tests! {
         assert_eq!(error_code(&unknown), "not_found");
     }
 
+    async fn workers_reporting_at_the_same_moment_still_move_their_job_on(store: Store) {
+        let (app, state, key) = app(&store, "team-a").await;
+        let token = register(&app, &registration("gn-a", "eu-west", 2, "1.00")).await;
+        // Gang workers finish together; the race is narrow, so try it a few times.
+        for round in 0..5 {
+            let job = submit(&app, &key, &gang_spec(2)).await;
+            assert_eq!(api::scheduling::schedule_once(&state).await.unwrap(), 1);
+            let ids: Vec<String> = poll(&app, &token)
+                .await
+                .iter()
+                .filter(|a| a["job"] == job.as_str())
+                .map(|a| a["id"].as_str().unwrap().to_string())
+                .collect();
+            for (reported, phase) in [("Running", "Running"), ("Succeeded", "Succeeded")] {
+                let reports: Vec<_> = ids
+                    .iter()
+                    .map(|id| {
+                        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+                        tokio::spawn(async move { report(&app, &token, &id, reported, Some(0), None).await })
+                    })
+                    .collect();
+                for handle in reports {
+                    let reply = handle.await.unwrap();
+                    assert_eq!(reply.status, 204, "round {round}, {reported}: {}", reply.body);
+                }
+                let body = get_job(&app, &key, &job).await;
+                assert_eq!(body["status"]["phase"], phase, "round {round}: both workers reported {reported}: {body}");
+            }
+        }
+    }
+
     async fn a_failed_worker_fails_the_job_and_stops_the_others(store: Store) {
         let (app, state, key) = app(&store, "team-a").await;
         let token = register(&app, &registration("gn-a", "eu-west", 2, "1.00")).await;
@@ -288,7 +319,7 @@ backend_tests! {
 
         // The agent still runs the worker: the heartbeat tells it to stop; its report frees the GPU.
         let (job, assignment) = start(sleep_spec(60)).await;
-        assert_eq!(stop_list(&heartbeat(&app, &token, &[&assignment]).await), [assignment.clone()]);
+        assert_eq!(stop_list(&heartbeat(&app, &token, &[&assignment]).await), [assignment.as_str()]);
         assert_eq!(free_gpus(&app, &key, "gn-a").await, 1, "the GPU stays held until the worker stopped");
         let stopped = report(&app, &token, &assignment, "Stopped", None, None).await;
         assert_eq!(stopped.status, 204, "{}", stopped.body);

@@ -91,6 +91,16 @@ async fn page(app: &axum::Router, key: &str, uri: &str) -> (Vec<String>, Option<
     (ids, reply.body["next"].as_str().map(str::to_string))
 }
 
+/// A submission the hub must refuse: (what it is, content type, body, status, error code, field).
+type Refusal = (
+    &'static str,
+    Option<&'static str>,
+    String,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
 /// A sleep spec asking at most `price` per GPU-hour.
 fn priced_spec(price: &str) -> Value {
     let mut spec = sleep_spec(1);
@@ -198,6 +208,16 @@ backend_tests! {
         assert_eq!(page(&app, &key_a, "/v1/jobs").await, (vec![id], None));
     }
 
+    async fn an_unreadable_job_id_is_answered_in_the_error_shape(store: Store) {
+        let (app, _, key) = app(&store, "team-a").await;
+        // `%FF` decodes to a byte that is not UTF-8.
+        for (method, uri) in [("GET", "/v1/jobs/%FF"), ("DELETE", "/v1/jobs/%FF"), ("GET", "/v1/jobs/%FF/events")] {
+            let reply = send(&app, method, uri, Some(&key), None, "").await;
+            assert_eq!(reply.status, 400, "{method} {uri}: {}", reply.text);
+            assert_eq!(error_code(&reply), "invalid_path", "{method} {uri}: {}", reply.text);
+        }
+    }
+
     async fn job_routes_need_a_known_api_key(store: Store) {
         let (app, _, key) = app(&store, "team-a").await;
         let id = submit(&app, &key, &sleep_spec(1)).await;
@@ -232,7 +252,7 @@ backend_tests! {
         };
         let json = Some("application/json");
         let yaml = Some("application/yaml");
-        let cases: Vec<(&str, Option<&str>, String, u16, &str, Option<&str>)> = vec![
+        let cases: Vec<Refusal> = vec![
             ("malformed JSON", json, "{\"kind\": \"Batch\",".into(), 400, "malformed_body", None),
             ("malformed YAML", yaml, "kind: [Batch\nworkload: {".into(), 400, "malformed_body", None),
             ("a YAML stream", yaml, format!("{SPEC_YAML}---\n{SPEC_YAML}"), 400, "malformed_body", None),

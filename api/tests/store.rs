@@ -103,7 +103,7 @@ backend_tests! {
         assert_untouched(&store, &b).await;
         assert_eq!(allocated(&store).await, ["GPU-SIM-gn-a-0"], "B's refused placement holds no GPU");
         let held: Vec<String> = store.active_assignments("gn-a").await.unwrap().into_iter().map(|a| a.job_id).collect();
-        assert_eq!(held, [a.clone()], "gn-a runs A's worker only");
+        assert_eq!(held, [a.as_str()], "gn-a runs A's worker only");
 
         // The refused attempt left nothing behind: the same placement on the free GPU alone works.
         assert!(store.place_job(&b, 0, &[worker(&b, 1, 0, &[1], 1_000_000)]).await.unwrap());

@@ -34,12 +34,15 @@ pub struct RegisterRequest {
     pub region: String,
     /// The operator's chain address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
     pub operator_address: Option<String>,
     /// Asking price per GPU-hour.
     pub price_per_gpu_hour: Price,
     /// The node's GPUs.
+    #[schemars(length(min = 1, max = 64))]
     pub gpus: Vec<GpuDevice>,
     /// Workload types the node's executors run.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 64)))]
     pub capabilities: Vec<String>,
     /// Whether the GPUs are simulated.
     #[serde(default)]

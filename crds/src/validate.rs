@@ -60,6 +60,9 @@ impl SpecValidator {
 
     /// Checks a spec given as JSON and returns it typed, or every problem found.
     pub fn validate(&self, spec: &Value) -> Result<ComputeJobSpec, Vec<FieldError>> {
+        // A null member means "not set" (every nullable field is an `Option`): drop them first, so
+        // `{"image": null}` cannot satisfy "needs an image" and CEL's `has()` sees what serde will.
+        let spec = &without_nulls(spec);
         let mut errors: Vec<FieldError> = self
             .structural
             .iter_errors(spec)
@@ -68,9 +71,7 @@ impl SpecValidator {
         // Like the API server, CEL only sees objects whose shape is already known to be right, so
         // rules never fail on a missing or mistyped field instead of reporting the real mistake.
         if errors.is_empty()
-            && let Err(cel_errors) =
-                self.cel
-                    .validate_compiled(&self.cel_schema, &without_nulls(spec), None)
+            && let Err(cel_errors) = self.cel.validate_compiled(&self.cel_schema, spec, None)
         {
             errors.extend(cel_errors.into_vec().into_iter().map(|e| FieldError {
                 field: cel_field(&e.field_path),
@@ -165,8 +166,8 @@ pub fn strict_json_schema(schema: &Value) -> Value {
 /// A copy of `value` without object members that are `null`.
 ///
 /// Every nullable field of the spec is an `Option` that treats `null` as absent, and JSON clients
-/// commonly send `null` for unset fields; CEL's `has()` would report such a member present and the
-/// rule would then fail on selecting from `null` instead of validating.
+/// commonly send `null` for unset fields; a `required` check or CEL's `has()` would report such a
+/// member present although serde reads it as unset.
 fn without_nulls(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(

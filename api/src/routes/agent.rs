@@ -9,7 +9,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::StatusCode,
     routing::{get, post},
 };
@@ -20,7 +20,7 @@ use crds::agent::{
 
 use crate::{
     error::{ApiError, ApiResult},
-    extract::{AgentNode, Json},
+    extract::{AgentNode, Json, Path},
     ids,
     lifecycle::AssignmentPhase,
     state::AppState,
@@ -72,34 +72,14 @@ async fn register(
     }))
 }
 
+/// What the registration's schema cannot say (the extractor already checked the schema: name,
+/// region, lengths, GPU fields, counts).
 fn validate_registration(req: &RegisterRequest) -> ApiResult<()> {
-    let name_ok = !req.name.is_empty()
-        && req.name.len() <= 63
-        && req
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !req.name.starts_with('-')
-        && !req.name.ends_with('-');
-    if !name_ok {
-        return Err(ApiError::invalid(
-            "name",
-            "must be a lowercase RFC 1123 label (a-z, 0-9, '-'; at most 63 characters)",
-        ));
-    }
-    if req.region.trim().is_empty() || req.region.len() > 63 {
-        return Err(ApiError::invalid("region", "must be 1 to 63 characters"));
-    }
-    validate_gpus(&req.gpus, "gpus")?;
-    if req.capabilities.is_empty() {
-        return Err(ApiError::invalid(
-            "capabilities",
-            "must name at least one workload type the node runs",
-        ));
-    }
-    Ok(())
+    validate_gpus(&req.gpus, "gpus")
 }
 
+/// GPU inventories: a count the schema of a heartbeat does not bound, and UUIDs that must be
+/// unique within the node (each GPU is allocated by UUID).
 fn validate_gpus(gpus: &[crds::v1alpha1::GpuDevice], field: &str) -> ApiResult<()> {
     if gpus.is_empty() || gpus.len() > MAX_GPUS {
         return Err(ApiError::invalid(
@@ -108,25 +88,11 @@ fn validate_gpus(gpus: &[crds::v1alpha1::GpuDevice], field: &str) -> ApiResult<(
         ));
     }
     let mut seen = HashSet::new();
-    for (i, gpu) in gpus.iter().enumerate() {
-        if gpu.uuid.is_empty() || !seen.insert(gpu.uuid.as_str()) {
-            return Err(ApiError::invalid(
-                format!("{field}[{i}].uuid"),
-                "must be present and unique",
-            ));
-        }
-        if gpu.model.is_empty() {
-            return Err(ApiError::invalid(
-                format!("{field}[{i}].model"),
-                "must be present",
-            ));
-        }
-        if parse_capability(&gpu.compute_capability).is_none() {
-            return Err(ApiError::invalid(
-                format!("{field}[{i}].computeCapability"),
-                "must be major.minor, e.g. \"9.0\"",
-            ));
-        }
+    if let Some(i) = gpus.iter().position(|gpu| !seen.insert(gpu.uuid.as_str())) {
+        return Err(ApiError::invalid(
+            format!("{field}[{i}].uuid"),
+            "must be unique within the node",
+        ));
     }
     Ok(())
 }

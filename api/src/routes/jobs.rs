@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::{
     Router,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -16,7 +16,7 @@ use crds::{
 
 use crate::{
     error::{ApiError, ApiResult},
-    extract::{RawBody, Tenant},
+    extract::{Path, RawBody, Tenant},
     ids,
     state::AppState,
     store::{CancelOutcome, JobRow, NewJob, SubmitOutcome},
@@ -42,15 +42,14 @@ async fn submit(
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+            let key = v.to_str().ok().filter(|k| {
+                (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len())
+                    && k.bytes().all(|b| b.is_ascii_graphic())
+            });
             Some(key.ok_or_else(|| {
                 ApiError::BadRequest {
                     code: "invalid_header",
-                    message: format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+                    message: format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, no spaces"),
                     field: Some("Idempotency-Key".into()),
                 }
             })?.to_string())

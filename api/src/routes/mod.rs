@@ -27,9 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agent::router())
         .merge(system::router())
         .fallback(|| async { ApiError::NoRoute })
-        .method_not_allowed_fallback(|| async {
-            ApiError::bad_request("method_not_allowed", "this route does not take that method")
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(
             move |mut req: Request, next: Next| async move {

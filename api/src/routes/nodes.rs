@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::{
     Router,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     routing::get,
 };
 use crds::rest::{List, Node};
@@ -12,7 +12,7 @@ use crds::rest::{List, Node};
 use super::jobs::Page;
 use crate::{
     error::{ApiError, ApiResult},
-    extract::Tenant,
+    extract::{Path, Tenant},
     state::AppState,
     store::now_ms,
     views,

@@ -236,8 +236,19 @@ impl Store {
         id: &str,
         report: &StatusReport,
     ) -> Result<AssignmentOutcome> {
-        let now = now_ms();
         let mut tx = self.write_tx().await?;
+        // Lock the job's row first (the order place_job and cancel_job take: job, then its
+        // assignments). Reports on workers of one job then apply one after the other, each reading
+        // what the others committed; on PostgreSQL (READ COMMITTED) two simultaneous reports would
+        // otherwise each miss the other's and neither would move the job on. SQLite's
+        // BEGIN IMMEDIATE already serializes writers.
+        sqlx::query(
+            "UPDATE jobs SET phase = phase WHERE id = (SELECT job_id FROM assignments WHERE id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let now = now_ms();
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE id = $1 AND node_name = $2"
         )))

@@ -128,13 +128,16 @@ pub struct GpuNodeStatus {
 #[serde(rename_all = "camelCase")]
 pub struct GpuDevice {
     /// The GPU's UUID (`GPU-…`; simulated GPUs have `GPU-SIM-…`).
+    #[schemars(length(min = 1, max = 128))]
     pub uuid: String,
     /// Model, e.g. `H100-80GB`.
+    #[schemars(length(min = 1, max = 64))]
     pub model: String,
     /// Memory in GiB.
     #[serde(rename = "memoryGiB")]
     pub memory_gib: u32,
     /// CUDA compute capability `major.minor`.
+    #[schemars(regex(pattern = r"^[0-9]{1,2}\.[0-9]{1,2}$"))]
     pub compute_capability: String,
     /// Whether the GPU may be offered.
     pub healthy: bool,
