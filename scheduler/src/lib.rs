@@ -6,8 +6,12 @@
 //! counts every rejection by reason, so a waiting job can say why it waits.
 #![forbid(unsafe_code)]
 
+pub mod cost;
 mod first_fit;
+pub mod gang;
 mod model;
+pub mod network;
+pub mod pricing;
 
 pub use first_fit::first_fit;
 pub use model::{GpuView, NodeView, Placement, Rejection, Request, Unschedulable, WorkerSlot};

@@ -1,0 +1,1 @@
+//! Gang placement under the DT-FM cost model.

@@ -1,0 +1,1 @@
+//! The network model: latency coordinates fitted from RTT samples, per-node bandwidth, regions.

@@ -1,0 +1,1 @@
+//! Dynamic base prices per GPU class.
