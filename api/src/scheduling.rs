@@ -128,6 +128,11 @@ pub fn request_for(spec: &ComputeJobSpec) -> Request {
         regions: placement.regions,
         max_price_micros: spec.pricing.max_price_per_gpu_hour.micros(),
         capability: spec.workload.capability(),
+        user_region: placement.user_region,
+        max_latency_ms: placement.max_latency_ms,
+        min_bandwidth_mbps: placement.min_bandwidth_mbps,
+        min_stake_micros: 0,
+        excluded_nodes: Vec::new(),
     }
 }
 
@@ -143,6 +148,10 @@ fn node_view(row: &NodeRow, now: i64, timeout: i64) -> NodeView {
             .iter()
             .map(|g| gpu_view(g, &row.allocated))
             .collect(),
+        // Stake, reputation and jailing come from the settlement layer and verification.
+        stake_micros: 0,
+        reputation_bps: 10_000,
+        jailed: false,
     }
 }
 

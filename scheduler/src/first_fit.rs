@@ -115,6 +115,8 @@ mod tests {
                     allocated: *allocated,
                 })
                 .collect(),
+            reputation_bps: 10_000,
+            ..NodeView::default()
         }
     }
 

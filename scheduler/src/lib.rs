@@ -9,9 +9,15 @@
 pub mod cost;
 mod first_fit;
 pub mod gang;
+pub mod index;
+pub mod inputs;
 mod model;
 pub mod network;
 pub mod pricing;
+pub mod single;
 
 pub use first_fit::first_fit;
+pub use index::{Index, NodeKey};
+pub use inputs::{AskOnly, BasePrices, Network, Unmeasured};
 pub use model::{GpuView, NodeView, Placement, Rejection, Request, Unschedulable, WorkerSlot};
+pub use single::{Choice, Weights, place_single};

@@ -19,6 +19,16 @@ pub struct Request {
     pub max_price_micros: u64,
     /// The executor capability the workload needs (`builtin:sleep`, `container`, …).
     pub capability: String,
+    /// Where the job's users are; latency is scored (and bounded by `max_latency_ms`) to this region.
+    pub user_region: Option<String>,
+    /// Largest acceptable RTT to `user_region` (single workers) and between workers (gangs).
+    pub max_latency_ms: Option<u32>,
+    /// Smallest acceptable bandwidth between workers of a gang.
+    pub min_bandwidth_mbps: Option<u32>,
+    /// Smallest stake, in micro-units of the staking denomination, the node's operator must hold.
+    pub min_stake_micros: u64,
+    /// Nodes this job already failed on: never again.
+    pub excluded_nodes: Vec<String>,
 }
 
 /// One node as the scheduler sees it.
@@ -32,6 +42,12 @@ pub struct NodeView {
     pub ready: bool,
     pub capabilities: Vec<String>,
     pub gpus: Vec<GpuView>,
+    /// The operator's bonded stake, in micro-units of the staking denomination.
+    pub stake_micros: u64,
+    /// Reputation in basis points (10,000 = spotless).
+    pub reputation_bps: u16,
+    /// A jailed operator's nodes get no work.
+    pub jailed: bool,
 }
 
 /// One GPU of a node.
@@ -64,11 +80,15 @@ pub struct WorkerSlot {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rejection {
     NotReady,
+    Jailed,
+    InsufficientStake,
+    FailedBefore,
     Incapable,
     WrongRegion,
     TooExpensive,
     NoMatchingGpu,
     TooFewFreeGpus,
+    TooFar,
 }
 
 impl Rejection {
@@ -76,11 +96,15 @@ impl Rejection {
     pub fn describe(self, capability: &str) -> String {
         match self {
             Rejection::NotReady => "not ready".into(),
+            Rejection::Jailed => "jailed".into(),
+            Rejection::InsufficientStake => "with too little stake".into(),
+            Rejection::FailedBefore => "where this job failed before".into(),
             Rejection::Incapable => format!("cannot run {capability} workloads"),
             Rejection::WrongRegion => "in other regions".into(),
             Rejection::TooExpensive => "too expensive".into(),
             Rejection::NoMatchingGpu => "without a matching GPU".into(),
             Rejection::TooFewFreeGpus => "with too few free GPUs".into(),
+            Rejection::TooFar => "too far from the users".into(),
         }
     }
 
@@ -88,11 +112,15 @@ impl Rejection {
     pub fn name(self) -> &'static str {
         match self {
             Rejection::NotReady => "NotReady",
+            Rejection::Jailed => "Jailed",
+            Rejection::InsufficientStake => "InsufficientStake",
+            Rejection::FailedBefore => "FailedBefore",
             Rejection::Incapable => "Incapable",
             Rejection::WrongRegion => "WrongRegion",
             Rejection::TooExpensive => "TooExpensive",
             Rejection::NoMatchingGpu => "NoMatchingGpu",
             Rejection::TooFewFreeGpus => "TooFewFreeGpus",
+            Rejection::TooFar => "TooFar",
         }
     }
 }
