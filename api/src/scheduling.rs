@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use crds::v1alpha1::{ComputeJobSpec, GpuDevice};
-use scheduler::{GpuView, NodeView, Request};
+use scheduler::{AskOnly, GpuView, Index, Network, NodeKey, NodeView, Request, Weights};
 
 use crate::{
     ids,
@@ -49,23 +49,28 @@ pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
     let now = now_ms();
     let timeout = state.settings.node_timeout.as_millis() as i64;
     let rows = state.store.all_nodes().await?;
-    let mut fleet: Vec<NodeView> = rows.iter().map(|n| node_view(n, now, timeout)).collect();
+    let mut index = Index::new();
+    index.reset(rows.iter().map(|n| node_view(n, now, timeout)));
+    let network = RegionOnly::of(&index);
+    let weights = Weights::default();
 
     let mut placed = 0;
     for job in jobs {
         let request = request_for(&job.spec);
-        match scheduler::first_fit(&request, &fleet) {
-            Ok(placement) => {
+        match scheduler::place(&mut index, &network, &AskOnly, &request, &weights) {
+            Ok(slots) => {
                 let attempt = job.attempt + 1;
-                let workers: Vec<NewAssignment> = placement
-                    .workers
+                let workers: Vec<NewAssignment> = slots
                     .iter()
-                    .map(|w| NewAssignment {
-                        id: ids::assignment_id(&job.id, attempt, w.rank),
-                        rank: w.rank,
-                        node_name: fleet[w.node].name.clone(),
-                        gpus: w.gpus.clone(),
-                        price_micros: fleet[w.node].price_micros,
+                    .map(|slot| NewAssignment {
+                        id: ids::assignment_id(&job.id, attempt, slot.rank),
+                        rank: slot.rank,
+                        node_name: index
+                            .entry(slot.node)
+                            .map(|e| e.node.name.clone())
+                            .unwrap_or_default(),
+                        gpus: slot.gpus.clone(),
+                        price_micros: slot.price_micros,
                     })
                     .collect();
                 if state
@@ -75,16 +80,10 @@ pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
                 {
                     placed += 1;
                     state.metrics.placements.inc();
-                    for w in &placement.workers {
-                        for gpu in fleet[w.node]
-                            .gpus
-                            .iter_mut()
-                            .filter(|g| w.gpus.contains(&g.uuid))
-                        {
-                            gpu.allocated = true;
-                        }
-                    }
                     tracing::info!(job = %job.id, workers = workers.len(), node = %workers[0].node_name, "placed");
+                } else {
+                    // Another writer got there first; the next cycle sees the store's truth.
+                    scheduler::release(&mut index, &slots);
                 }
             }
             Err(why) => {
@@ -163,5 +162,51 @@ fn gpu_view(gpu: &GpuDevice, allocated: &[String]) -> GpuView {
         compute_capability: parse_capability(&gpu.compute_capability).unwrap_or((0, 0)),
         healthy: gpu.healthy,
         allocated: allocated.contains(&gpu.uuid),
+    }
+}
+
+/// The network as the hub knows it until agents report RTT probes: a node is close to its own
+/// region's users (5 ms, the intra-region figure of the reference topologies) and of unknown distance
+/// to anyone else, so a job with `maxLatencyMs` goes to its user region's nodes only and a job
+/// without a bound is placed on price.
+struct RegionOnly {
+    regions: Vec<String>,
+}
+
+impl RegionOnly {
+    const SAME_REGION_MS: f64 = 5.0;
+
+    fn of(index: &Index) -> Self {
+        let mut regions = Vec::new();
+        for (key, entry) in index.iter() {
+            let key = key as usize;
+            if regions.len() <= key {
+                regions.resize(key + 1, String::new());
+            }
+            regions[key] = entry.node.region.clone();
+        }
+        Self { regions }
+    }
+
+    fn region(&self, node: NodeKey) -> Option<&str> {
+        self.regions.get(node as usize).map(String::as_str)
+    }
+}
+
+impl Network for RegionOnly {
+    fn rtt_to_region_ms(&self, node: NodeKey, region: &str) -> Option<f64> {
+        (self.region(node) == Some(region)).then_some(Self::SAME_REGION_MS)
+    }
+
+    fn rtt_ms(&self, a: NodeKey, b: NodeKey) -> f64 {
+        match (a == b, self.region(a) == self.region(b)) {
+            (true, _) => 0.0,
+            (false, true) => Self::SAME_REGION_MS,
+            (false, false) => f64::INFINITY,
+        }
+    }
+
+    fn bandwidth_mbps(&self, _: NodeKey, _: NodeKey) -> f64 {
+        0.0
     }
 }

@@ -1,9 +1,11 @@
 //! Agora's placement engine: pure, deterministic functions over an in-memory view of the nodes.
 //! It does no I/O, so every decision can be replayed in a test and explained to the user.
 //!
-//! This first version places by first fit over nodes ordered by price: it applies the hard filters
-//! (readiness, executor capability, region, price, GPU model/memory/capability, free GPUs) and
-//! counts every rejection by reason, so a waiting job can say why it waits.
+//! The pieces: an [`Index`] of the fleet kept up to date incrementally; exact single-worker placement
+//! ([`place_single`]) scoring effective price, latency to the users, reputation and packing behind
+//! hard filters, every rejection counted by reason; gang placement ([`place`]); the network model
+//! (latency coordinates and bandwidth); the DT-FM communication cost model; and EIP-1559-style base
+//! prices per GPU class.
 #![forbid(unsafe_code)]
 
 pub mod cost;
@@ -13,6 +15,7 @@ pub mod index;
 pub mod inputs;
 mod model;
 pub mod network;
+pub mod place;
 pub mod pricing;
 pub mod single;
 
@@ -20,4 +23,5 @@ pub use first_fit::first_fit;
 pub use index::{Index, NodeKey};
 pub use inputs::{AskOnly, BasePrices, Network, Unmeasured};
 pub use model::{GpuView, NodeView, Placement, Rejection, Request, Unschedulable, WorkerSlot};
+pub use place::{Slot, place, release};
 pub use single::{Choice, Weights, place_single};

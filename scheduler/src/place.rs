@@ -1,0 +1,141 @@
+//! A whole job's placement: one worker through [`place_single`], several as a gang (all or
+//! nothing). Successful placements are recorded in the index, so the decisions of one scheduling
+//! cycle see each other.
+
+use crate::{
+    index::{Index, NodeKey},
+    inputs::{BasePrices, Network},
+    model::{Request, Unschedulable},
+    single::{Weights, place_single},
+};
+
+/// Where one worker goes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    pub rank: u32,
+    pub node: NodeKey,
+    pub gpus: Vec<String>,
+    /// Effective price per GPU-hour on that node.
+    pub price_micros: u64,
+}
+
+/// Places every worker of `request` and marks their GPUs allocated in `index`; on failure nothing
+/// stays allocated. A caller that cannot commit the placement must release it with [`release`].
+///
+/// Gangs are placed greedily worker by worker here (each worker the best single placement given the
+/// ones before it); the DT-FM communication-aware solver replaces this for training gangs.
+pub fn place(
+    index: &mut Index,
+    network: &impl Network,
+    prices: &impl BasePrices,
+    request: &Request,
+    weights: &Weights,
+) -> Result<Vec<Slot>, Unschedulable> {
+    let mut slots: Vec<Slot> = Vec::with_capacity(request.workers as usize);
+    for rank in 0..request.workers {
+        match place_single(index, network, prices, request, weights) {
+            Ok(choice) => {
+                index.set_allocated(choice.node, &choice.gpus, true);
+                slots.push(Slot {
+                    rank,
+                    node: choice.node,
+                    gpus: choice.gpus,
+                    price_micros: choice.price_micros,
+                });
+            }
+            Err(mut why) => {
+                release(index, &slots);
+                why.workers_that_fit = rank;
+                return Err(why);
+            }
+        }
+    }
+    Ok(slots)
+}
+
+/// Frees the GPUs of a placement that will not be used.
+pub fn release(index: &mut Index, slots: &[Slot]) {
+    for slot in slots {
+        index.set_allocated(slot.node, &slot.gpus, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AskOnly, GpuView, NodeView, Unmeasured};
+
+    fn node(name: &str, gpus: usize) -> NodeView {
+        NodeView {
+            name: name.into(),
+            region: "eu".into(),
+            price_micros: 1_000_000,
+            ready: true,
+            capabilities: vec!["builtin:sleep".into()],
+            gpus: (0..gpus)
+                .map(|i| GpuView {
+                    uuid: format!("{name}-{i}"),
+                    model: "H100".into(),
+                    memory_gib: 80,
+                    compute_capability: (9, 0),
+                    healthy: true,
+                    allocated: false,
+                })
+                .collect(),
+            reputation_bps: 10_000,
+            ..NodeView::default()
+        }
+    }
+
+    fn request(workers: u32, gpus: u32) -> Request {
+        Request {
+            workers,
+            gpus_per_worker: gpus,
+            max_price_micros: 5_000_000,
+            capability: "builtin:sleep".into(),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn a_gang_that_does_not_fit_leaves_nothing_allocated() {
+        let mut index = Index::new();
+        index.apply(node("a", 2));
+        index.apply(node("b", 2));
+        let err = place(
+            &mut index,
+            &Unmeasured,
+            &AskOnly,
+            &request(3, 2),
+            &Weights::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.workers_that_fit, 2);
+        assert_eq!(
+            index.iter().map(|(_, e)| e.free_total()).sum::<usize>(),
+            4,
+            "all GPUs free again"
+        );
+    }
+
+    #[test]
+    fn a_gang_that_fits_holds_distinct_gpus() {
+        let mut index = Index::new();
+        index.apply(node("a", 4));
+        let slots = place(
+            &mut index,
+            &Unmeasured,
+            &AskOnly,
+            &request(2, 2),
+            &Weights::default(),
+        )
+        .unwrap();
+        let mut gpus: Vec<&String> = slots.iter().flat_map(|s| &s.gpus).collect();
+        gpus.sort();
+        gpus.dedup();
+        assert_eq!(gpus.len(), 4);
+        assert_eq!(index.iter().map(|(_, e)| e.free_total()).sum::<usize>(), 0);
+        release(&mut index, &slots);
+        assert_eq!(index.iter().map(|(_, e)| e.free_total()).sum::<usize>(), 4);
+    }
+}
