@@ -26,6 +26,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         heartbeat_interval: Duration::from_secs(2),
         node_timeout: Duration::from_secs(10),
         schedule_interval: Duration::from_secs(1),
+        price_epoch: Duration::from_secs(15),
         ..api::HubSettings::default()
     };
     let key_file = data_dir.join("api-key");

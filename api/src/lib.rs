@@ -12,6 +12,7 @@ pub mod error;
 mod extract;
 pub mod ids;
 pub mod lifecycle;
+pub mod market;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

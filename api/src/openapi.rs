@@ -231,6 +231,42 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
+        method: "get",
+        path: "/v1/prices",
+        id: "listPrices",
+        summary: "Base price per GPU class; a job pays max(node ask, base price), never above its maximum",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[(200, "Base prices", Some(schema::<rest::PriceList>))],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/quotes",
+        id: "quoteJob",
+        summary: "Price and tentative placement of a job on the current fleet, without submitting it",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: Some(submission),
+        responses: &[
+            (
+                200,
+                "The quote (placeable or not, with the reason)",
+                Some(schema::<rest::Quote>),
+            ),
+            (
+                413,
+                "The body is too large",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                415,
+                "Unsupported media type",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
         method: "post",
         path: "/v1/agent/register",
         id: "registerNode",
@@ -379,7 +415,7 @@ pub fn document() -> Value {
             let body = request(&mut generator);
             let mut content = Map::new();
             content.insert("application/json".into(), json!({"schema": body}));
-            if op.id == "submitJob" {
+            if matches!(op.id, "submitJob" | "quoteJob") {
                 content.insert("application/yaml".into(), json!({"schema": body}));
             }
             operation.insert(
@@ -451,6 +487,8 @@ pub fn document() -> Value {
 fn tag(path: &str) -> &'static str {
     if path.starts_with("/v1/jobs") {
         "jobs"
+    } else if path.starts_with("/v1/prices") || path.starts_with("/v1/quotes") {
+        "market"
     } else if path.starts_with("/v1/nodes") {
         "nodes"
     } else if path.starts_with("/v1/agent") {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use crds::v1alpha1::{ComputeJobSpec, GpuDevice};
-use scheduler::{AskOnly, GpuView, Index, Network, NodeKey, NodeView, Request, Weights};
+use scheduler::{GpuView, Index, Network, NodeKey, NodeView, Request, Weights};
 
 use crate::{
     ids,
@@ -46,18 +46,14 @@ pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
     if jobs.is_empty() {
         return Ok(0);
     }
-    let now = now_ms();
-    let timeout = state.settings.node_timeout.as_millis() as i64;
-    let rows = state.store.all_nodes().await?;
-    let mut index = Index::new();
-    index.reset(rows.iter().map(|n| node_view(n, now, timeout)));
-    let network = RegionOnly::of(&index);
+    let (mut index, network) = fleet(state).await?;
+    let prices = state.market.book();
     let weights = Weights::default();
 
     let mut placed = 0;
     for job in jobs {
         let request = request_for(&job.spec);
-        match scheduler::place(&mut index, &network, &AskOnly, &request, &weights) {
+        match scheduler::place(&mut index, &network, &prices, &request, &weights) {
             Ok(slots) => {
                 let attempt = job.attempt + 1;
                 let workers: Vec<NewAssignment> = slots
@@ -109,6 +105,17 @@ pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
         .scheduling_cycle
         .observe(started.elapsed().as_secs_f64());
     Ok(placed)
+}
+
+/// The fleet as the scheduler sees it now: the index, rebuilt from the store, and the network.
+pub async fn fleet(state: &AppState) -> Result<(Index, RegionOnly), StoreError> {
+    let now = now_ms();
+    let timeout = state.settings.node_timeout.as_millis() as i64;
+    let rows = state.store.all_nodes().await?;
+    let mut index = Index::new();
+    index.reset(rows.iter().map(|n| node_view(n, now, timeout)));
+    let network = RegionOnly::of(&index);
+    Ok((index, network))
 }
 
 /// What the scheduler needs to know of a job.
@@ -169,7 +176,7 @@ fn gpu_view(gpu: &GpuDevice, allocated: &[String]) -> GpuView {
 /// region's users (5 ms, the intra-region figure of the reference topologies) and of unknown distance
 /// to anyone else, so a job with `maxLatencyMs` goes to its user region's nodes only and a job
 /// without a bound is placed on price.
-struct RegionOnly {
+pub struct RegionOnly {
     regions: Vec<String>,
 }
 

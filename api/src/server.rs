@@ -11,6 +11,7 @@ use tokio::{
 };
 
 use crate::{
+    market::{self, Market},
     metrics::Metrics,
     routes, scheduling,
     state::{AppState, HubSettings},
@@ -30,8 +31,13 @@ pub struct HubConfig {
 }
 
 impl AppState {
-    /// State over `store`, and the sender that shuts everything using it down.
-    pub fn new(store: Store, settings: HubSettings) -> (Self, watch::Sender<bool>) {
+    /// State over `store` (its saved prices loaded), and the sender that shuts everything using it
+    /// down.
+    pub async fn new(
+        store: Store,
+        settings: HubSettings,
+    ) -> anyhow::Result<(Self, watch::Sender<bool>)> {
+        let market = Arc::new(Market::load(&store, settings.pricing).await?);
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (assignments_changed, _) = watch::channel(0u64);
         let state = AppState {
@@ -39,11 +45,12 @@ impl AppState {
             validator: Arc::new(SpecValidator::new()),
             metrics: Arc::new(Metrics::new()),
             settings: Arc::new(settings),
+            market,
             wake_scheduler: Arc::new(Notify::new()),
             assignments_changed: Arc::new(assignments_changed),
             shutdown,
         };
-        (state, shutdown_tx)
+        Ok((state, shutdown_tx))
     }
 }
 
@@ -55,6 +62,7 @@ pub struct RunningHub {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     scheduler: JoinHandle<()>,
+    pricing: JoinHandle<()>,
 }
 
 impl RunningHub {
@@ -71,7 +79,7 @@ impl RunningHub {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let (state, shutdown) = AppState::new(store, config.settings);
+        let (state, shutdown) = AppState::new(store, config.settings).await?;
         let app = routes::router(state.clone());
         let mut stop = state.shutdown.clone();
         let server = tokio::spawn(async move {
@@ -82,6 +90,7 @@ impl RunningHub {
                 .await
         });
         let scheduler = tokio::spawn(scheduling::run(state.clone()));
+        let pricing = tokio::spawn(market::run(state.clone()));
         tracing::info!(%addr, "hub serving");
         Ok(Self {
             addr,
@@ -90,6 +99,7 @@ impl RunningHub {
             shutdown,
             server,
             scheduler,
+            pricing,
         })
     }
 
@@ -124,6 +134,7 @@ impl RunningHub {
             shutdown,
             mut server,
             scheduler,
+            pricing,
             ..
         } = self;
         let early = tokio::select! {
@@ -136,6 +147,7 @@ impl RunningHub {
             None => server.await,
         };
         let _ = scheduler.await;
+        let _ = pricing.await;
         state.store.close().await;
         served
             .context("the HTTP server task panicked")?

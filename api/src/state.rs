@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use crds::validate::SpecValidator;
 use tokio::sync::{Notify, watch};
 
-use crate::{metrics::Metrics, store::Store};
+use crate::{market::Market, metrics::Metrics, store::Store};
 
 /// Tunables of a hub.
 #[derive(Clone, Debug)]
@@ -20,6 +20,10 @@ pub struct HubSettings {
     pub max_body_bytes: usize,
     /// Longest an agent's long-poll for assignments is held open.
     pub max_poll_wait: Duration,
+    /// Length of a pricing epoch: base prices move once per epoch.
+    pub price_epoch: Duration,
+    /// How base prices move.
+    pub pricing: scheduler::pricing::PricingParams,
 }
 
 impl Default for HubSettings {
@@ -30,6 +34,8 @@ impl Default for HubSettings {
             schedule_interval: Duration::from_secs(2),
             max_body_bytes: 1024 * 1024,
             max_poll_wait: Duration::from_secs(30),
+            price_epoch: Duration::from_secs(60),
+            pricing: scheduler::pricing::PricingParams::default(),
         }
     }
 }
@@ -41,6 +47,8 @@ pub struct AppState {
     pub validator: Arc<SpecValidator>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<HubSettings>,
+    /// Base prices per GPU class.
+    pub market: Arc<Market>,
     /// Wakes the scheduling loop early (a job arrived, GPUs were freed).
     pub wake_scheduler: Arc<Notify>,
     /// Bumped whenever assignments change, to answer agents' long-polls at once.

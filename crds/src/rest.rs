@@ -91,3 +91,53 @@ pub struct JobEventList {
     /// Events, oldest first.
     pub items: Vec<JobEvent>,
 }
+
+/// `GET /v1/prices`: the base price of every GPU class the hub has priced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PriceList {
+    /// One entry per GPU class (model), by name.
+    pub items: Vec<GpuClassPrice>,
+    /// The utilization at which base prices hold still, in basis points.
+    pub target_utilization_bps: u32,
+    /// The largest change of a base price per epoch, in basis points.
+    pub max_change_bps: u32,
+    /// Length of a pricing epoch in seconds.
+    pub epoch_seconds: u64,
+}
+
+/// One GPU class's base price. A job pays max(node's ask, base price) per GPU-hour, never more than
+/// its `maxPricePerGpuHour`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuClassPrice {
+    /// The GPU model, e.g. `H100-80GB`.
+    pub gpu_class: String,
+    /// Base price per GPU-hour.
+    pub base_price_per_gpu_hour: crate::money::Price,
+    /// Utilization of the class in the last epoch, in basis points.
+    pub utilization_bps: u32,
+    /// How the last epoch moved the base price, in basis points (negative: down).
+    pub change_bps: i32,
+}
+
+/// `POST /v1/quotes`: what a job would cost and where it would run if it were submitted now.
+/// Nothing is reserved: a later submission is placed on the fleet as it is then.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Quote {
+    /// Whether the job could be placed now.
+    pub placeable: bool,
+    /// The tentative placement, one entry per worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<crate::v1alpha1::WorkerPlacement>,
+    /// The highest effective price per GPU-hour among the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_gpu_hour: Option<crate::money::Price>,
+    /// What one hour of the whole job would cost, in display units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_hour: Option<String>,
+    /// Why the job could not be placed now (the scheduler's counts of rejections by reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

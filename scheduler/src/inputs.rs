@@ -47,3 +47,9 @@ impl BasePrices for AskOnly {
         0
     }
 }
+
+impl BasePrices for crate::pricing::PriceBook {
+    fn base_price_micros(&self, model: &str) -> u64 {
+        self.base_price(model)
+    }
+}

@@ -2,6 +2,7 @@
 
 mod agent;
 mod jobs;
+mod market;
 mod nodes;
 mod system;
 
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(jobs::router())
         .merge(nodes::router())
+        .merge(market::router())
         .merge(agent::router())
         .merge(system::router())
         .fallback(|| async { ApiError::NoRoute })

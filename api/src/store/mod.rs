@@ -10,6 +10,7 @@ mod assignments;
 mod jobs;
 mod keys;
 mod nodes;
+mod prices;
 mod rows;
 
 use std::{str::FromStr, time::Duration};

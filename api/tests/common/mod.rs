@@ -118,7 +118,7 @@ pub async fn app_with(
     tenant: &str,
     settings: HubSettings,
 ) -> (Router, AppState, String) {
-    let (state, shutdown) = AppState::new(store.clone(), settings);
+    let (state, shutdown) = AppState::new(store.clone(), settings).await.unwrap();
     // Keep the shutdown sender alive for the router's lifetime.
     std::mem::forget(shutdown);
     let key = add_key(store, tenant).await;

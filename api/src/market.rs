@@ -1,0 +1,108 @@
+//! The market: a base price per GPU class that moves each epoch with the class's utilization
+//! (`scheduler::pricing`, EIP-1559-style), persisted in the store so a restart keeps it.
+//!
+//! Utilization is sampled at the end of each epoch: allocated GPUs over offered ones (healthy GPUs
+//! on ready nodes) of each class. A job then pays max(node's ask, base price) per GPU-hour, never
+//! more than its `maxPricePerGpuHour`.
+
+use std::sync::Mutex;
+
+use scheduler::pricing::{ClassPrice, ClassUsage, PriceBook, PricingParams};
+
+use crate::{
+    state::AppState,
+    store::{NodeRow, Store, StoreError, now_ms},
+    views::node_ready,
+};
+
+/// The hub's price book.
+pub struct Market {
+    book: Mutex<PriceBook>,
+}
+
+impl Market {
+    /// The book as the store last saved it (every class at its initial price on a new hub).
+    pub async fn load(store: &Store, params: PricingParams) -> anyhow::Result<Self> {
+        let book = PriceBook::restore(params, store.load_prices().await?)?;
+        Ok(Self {
+            book: Mutex::new(book),
+        })
+    }
+
+    /// A copy of the book, for a scheduling cycle or a quote.
+    pub fn book(&self) -> PriceBook {
+        self.lock().clone()
+    }
+
+    /// Every priced class.
+    pub fn snapshot(&self) -> Vec<ClassPrice> {
+        self.lock().snapshot()
+    }
+
+    pub fn params(&self) -> PricingParams {
+        *self.lock().params()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PriceBook> {
+        // A panic while holding the lock cannot leave the book half-updated (updates are one call).
+        self.book
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Advances the prices every `price_epoch` until shutdown.
+pub async fn run(state: AppState) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(state.settings.price_epoch) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = advance_epoch(&state).await {
+            tracing::warn!(error = %e, "pricing epoch failed; prices unchanged");
+        }
+    }
+}
+
+/// Ends one epoch: samples utilization, moves the prices, saves them.
+pub async fn advance_epoch(state: &AppState) -> Result<Vec<ClassPrice>, StoreError> {
+    let rows = state.store.all_nodes().await?;
+    let usage = usage(
+        &rows,
+        now_ms(),
+        state.settings.node_timeout.as_millis() as i64,
+    );
+    let prices = {
+        let mut book = state.market.lock();
+        book.advance_epoch(&usage);
+        book.snapshot()
+    };
+    state.store.save_prices(&prices).await?;
+    Ok(prices)
+}
+
+/// Allocated and offered GPUs per class, as GPU counts (the book only uses their ratio).
+pub fn usage(rows: &[NodeRow], now: i64, timeout_ms: i64) -> Vec<ClassUsage> {
+    let mut by_class: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for node in rows
+        .iter()
+        .filter(|n| node_ready(n.last_heartbeat, now, timeout_ms))
+    {
+        for gpu in node.gpus.iter().filter(|g| g.healthy) {
+            let entry = by_class.entry(gpu.model.as_str()).or_default();
+            entry.1 += 1;
+            if node.allocated.contains(&gpu.uuid) {
+                entry.0 += 1;
+            }
+        }
+    }
+    by_class
+        .into_iter()
+        .map(|(class, (allocated, offered))| ClassUsage {
+            class: class.to_string(),
+            allocated_gpu_ms: allocated,
+            offered_gpu_ms: offered,
+        })
+        .collect()
+}
