@@ -47,6 +47,9 @@ pub enum Command {
     Crds,
     /// Print the hub's OpenAPI document.
     Openapi,
+    /// Benchmarks: figures beside baselines measured in the same run.
+    #[command(subcommand)]
+    Bench(crate::bench::Bench),
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crds::manifests::all_yaml()?);
             Ok(())
         }
+        Command::Bench(bench) => crate::bench::run(bench),
         Command::Openapi => {
             println!(
                 "{}",

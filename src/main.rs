@@ -1,6 +1,7 @@
 //! `agora`: the one binary. It parses the command line and hands each subcommand to the crate that
 //! implements it; the logic lives in the crates.
 
+mod bench;
 mod cli;
 mod dev;
 

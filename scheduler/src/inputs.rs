@@ -11,6 +11,12 @@ pub trait Network {
     fn rtt_ms(&self, a: NodeKey, b: NodeKey) -> f64;
     /// Estimated bandwidth from `a` to `b`.
     fn bandwidth_mbps(&self, a: NodeKey, b: NodeKey) -> f64;
+    /// A lower bound on `rtt_to_region_ms` for every node of `from_region` to `to_region`, which
+    /// lets a search skip whole regions; 0 (no bound) unless the source knows better.
+    fn region_floor_ms(&self, from_region: &str, to_region: &str) -> f64 {
+        let _ = (from_region, to_region);
+        0.0
+    }
 }
 
 /// A network nobody has measured: no region is known, every pair is unknown. Placement then
@@ -51,5 +57,19 @@ impl BasePrices for AskOnly {
 impl BasePrices for crate::pricing::PriceBook {
     fn base_price_micros(&self, model: &str) -> u64 {
         self.base_price(model)
+    }
+}
+
+impl Network for crate::network::NetworkModel {
+    fn rtt_to_region_ms(&self, node: NodeKey, region: &str) -> Option<f64> {
+        crate::network::NetworkModel::rtt_to_region_ms(self, node, region)
+    }
+
+    fn rtt_ms(&self, a: NodeKey, b: NodeKey) -> f64 {
+        crate::network::NetworkModel::rtt_ms(self, a, b)
+    }
+
+    fn bandwidth_mbps(&self, a: NodeKey, b: NodeKey) -> f64 {
+        crate::network::NetworkModel::bandwidth_mbps(self, a, b)
     }
 }

@@ -8,11 +8,13 @@
 //! prices per GPU class.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cost;
 mod first_fit;
 pub mod gang;
 pub mod index;
 pub mod inputs;
+pub mod latency;
 mod model;
 pub mod network;
 pub mod place;
@@ -22,6 +24,7 @@ pub mod single;
 pub use first_fit::first_fit;
 pub use index::{Index, NodeKey};
 pub use inputs::{AskOnly, BasePrices, Network, Unmeasured};
+pub use latency::LatencyTable;
 pub use model::{GpuView, NodeView, Placement, Rejection, Request, Unschedulable, WorkerSlot};
 pub use place::{Slot, place, release};
 pub use single::{Choice, Weights, place_single};

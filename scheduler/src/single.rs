@@ -25,12 +25,15 @@ pub struct Weights {
 }
 
 impl Default for Weights {
-    /// 0.005 per GPU-hour per ms: 100 ms closer to the users is worth 0.50 per GPU-hour, about a
-    /// fifth of a data-centre H100's price. Reputation up to 0.50; packing 0.001 per free GPU, a
-    /// tie-breaker.
+    /// 0.001 per GPU-hour per ms of RTT to the users (100 ms = 0.10): enough to keep a job near
+    /// its users whenever a comparably priced GPU is there, not enough to pay much for it — jobs
+    /// that need a hard bound say `maxLatencyMs`. On the benchmark's 10,000-node fleet this gives
+    /// 4.3× lower user latency than network-oblivious placement at the same mean price (+0.1%);
+    /// 0.002 gives 4.5× at +0.1%, 0.02 gives 5.4× at +5.4%. Only jobs naming a `userRegion` pay it.
+    /// Reputation up to 0.50; packing 0.001 per free GPU, a tie-breaker.
     fn default() -> Self {
         Self {
-            latency_per_ms: 5_000,
+            latency_per_ms: 1_000,
             reputation: 500_000,
             packing_per_free_gpu: 1_000,
         }
@@ -50,6 +53,11 @@ pub struct Choice {
 }
 
 /// Places one worker of `request` (its `gpus_per_worker` GPUs on one node, of one model).
+///
+/// Regions are walked nearest first (by the network's floor on their RTT to the users), and within
+/// each (region, model) list cheapest first; a list is left as soon as its price plus the region's
+/// latency floor cannot beat the best score found. Candidates are scored without allocating; only
+/// the winner's GPUs are collected.
 pub fn place_single(
     index: &Index,
     network: &impl Network,
@@ -57,24 +65,33 @@ pub fn place_single(
     request: &Request,
     weights: &Weights,
 ) -> Result<Choice, Unschedulable> {
-    let regions = wanted(
+    let mut regions: Vec<(u64, Name)> = wanted(
         request.regions.iter().map(|r| index.region_id(r)),
         index.region_ids(),
         !request.regions.is_empty(),
-    );
+    )
+    .into_iter()
+    .map(|region| {
+        let floor = request.user_region.as_deref().map_or(0.0, |user| {
+            network.region_floor_ms(index.region_name(region), user)
+        });
+        (latency_charge(floor, weights), region)
+    })
+    .collect();
+    regions.sort_unstable();
     let models = wanted(
         request.models.iter().map(|m| index.model_id(m)),
         index.model_ids(),
         !request.models.is_empty(),
     );
-    let mut best: Option<Choice> = None;
-    for &model in &models {
-        let base = prices.base_price_micros(index.model_name(model));
-        for &region in &regions {
+    let mut best: Option<(u64, NodeKey, Name, u64, Option<f64>)> = None;
+    for &(floor_charge, region) in &regions {
+        for &model in &models {
+            let base = prices.base_price_micros(index.model_name(model));
             for (ask, key) in index.candidates(region, model) {
                 let price = ask.max(base);
                 if price > request.max_price_micros
-                    || best.as_ref().is_some_and(|b| price >= b.score)
+                    || best.is_some_and(|b| price.saturating_add(floor_charge) >= b.0)
                 {
                     break;
                 }
@@ -84,20 +101,34 @@ pub fn place_single(
                 if node_filter(entry, request).is_err() {
                     continue;
                 }
-                let Some(choice) = evaluate(key, entry, model, price, network, request, weights)
+                let Some((score, latency)) =
+                    score(key, entry, model, price, network, request, weights)
                 else {
                     continue;
                 };
-                if best
-                    .as_ref()
-                    .is_none_or(|b| (choice.score, choice.node) < (b.score, b.node))
-                {
-                    best = Some(choice);
+                if best.is_none_or(|b| (score, key) < (b.0, b.1)) {
+                    best = Some((score, key, model, price, latency));
                 }
             }
         }
     }
-    best.ok_or_else(|| explain(index, network, prices, request))
+    let Some((score, node, model, price_micros, latency_ms)) = best else {
+        return Err(explain(index, network, prices, request));
+    };
+    let entry = index
+        .entry(node)
+        .ok_or_else(|| explain(index, network, prices, request))?;
+    let gpus = fitting(entry, model, request)
+        .take(request.gpus_per_worker.max(1) as usize)
+        .map(|i| entry.node.gpus[i].uuid.clone())
+        .collect();
+    Ok(Choice {
+        node,
+        gpus,
+        price_micros,
+        latency_ms,
+        score,
+    })
 }
 
 /// The ids a request names, or every id when it names none. Unknown names match nothing.
@@ -113,8 +144,29 @@ fn wanted(
     }
 }
 
-/// The GPU- and latency-level checks for one node and model, and the score if it passes.
-fn evaluate(
+/// Free GPUs of `model` on the node that meet the request's memory and capability minimums.
+fn fitting<'a>(
+    entry: &'a Entry,
+    model: Name,
+    request: &'a Request,
+) -> impl Iterator<Item = usize> + 'a {
+    entry.free_indices(model).filter(move |&i| {
+        let g = &entry.node.gpus[i];
+        g.memory_gib >= request.min_memory_gib
+            && request
+                .min_compute_capability
+                .is_none_or(|min| g.compute_capability >= min)
+    })
+}
+
+/// The charge for `ms` of RTT to the users.
+fn latency_charge(ms: f64, weights: &Weights) -> u64 {
+    (ms.max(0.0) * weights.latency_per_ms as f64) as u64
+}
+
+/// The GPU- and latency-level checks for one node and model, and its score and latency if it
+/// passes.
+fn score(
     key: NodeKey,
     entry: &Entry,
     model: Name,
@@ -122,21 +174,9 @@ fn evaluate(
     network: &impl Network,
     request: &Request,
     weights: &Weights,
-) -> Option<Choice> {
+) -> Option<(u64, Option<f64>)> {
     let per_worker = request.gpus_per_worker.max(1) as usize;
-    let gpus: Vec<String> = entry
-        .free_indices(model)
-        .map(|i| &entry.node.gpus[i])
-        .filter(|g| g.memory_gib >= request.min_memory_gib)
-        .filter(|g| {
-            request
-                .min_compute_capability
-                .is_none_or(|min| g.compute_capability >= min)
-        })
-        .take(per_worker)
-        .map(|g| g.uuid.clone())
-        .collect();
-    if gpus.len() < per_worker {
+    if fitting(entry, model, request).take(per_worker).count() < per_worker {
         return None;
     }
     let latency_ms = request
@@ -148,23 +188,15 @@ fn evaluate(
     {
         return None;
     }
-    let latency_charge =
-        latency_ms.map_or(0, |l| (l.max(0.0) * weights.latency_per_ms as f64) as u64);
     let reputation_charge = weights.reputation
         * u64::from(10_000u16.saturating_sub(entry.node.reputation_bps))
         / 10_000;
     let left_free = entry.free_total().saturating_sub(per_worker) as u64;
     let score = price
-        .saturating_add(latency_charge)
+        .saturating_add(latency_ms.map_or(0, |l| latency_charge(l, weights)))
         .saturating_add(reputation_charge)
         .saturating_add(left_free * weights.packing_per_free_gpu);
-    Some(Choice {
-        node: key,
-        gpus,
-        price_micros: price,
-        latency_ms,
-        score,
-    })
+    Some((score, latency_ms))
 }
 
 /// Node-level filters that do not depend on the GPU model, in the order rejections are reported.

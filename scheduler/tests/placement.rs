@@ -83,7 +83,7 @@ fn without_users_to_serve_the_cheapest_node_wins() {
 fn latency_to_the_users_is_worth_its_price() {
     let mut index = Index::new();
     let near = index.apply(node("near", "eu", 2_000_000, &["H100"]));
-    let far = index.apply(node("far", "us", 1_900_000, &["H100"]));
+    let far = index.apply(node("far", "us", 1_970_000, &["H100"]));
     let cheap_far = index.apply(node("very-cheap-far", "us", 1_000_000, &["L4"]));
     let mut net = Table::default();
     net.0.insert((near, "eu".into()), 10.0);
@@ -92,7 +92,7 @@ fn latency_to_the_users_is_worth_its_price() {
     let mut req = request();
     req.user_region = Some("eu".into());
     req.models = vec!["H100".into()];
-    // 80 ms closer is worth 0.40/h at the default weight: more than the 0.10/h the far node saves.
+    // 80 ms closer is worth 0.08/h at the default weight: more than the 0.03/h the far node saves.
     assert_eq!(chosen(&index, &net, &req), "near");
     // A node 1.00/h cheaper is worth the same 80 ms.
     req.models.clear();
