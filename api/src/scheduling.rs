@@ -139,6 +139,8 @@ pub fn request_for(spec: &ComputeJobSpec) -> Request {
         min_bandwidth_mbps: placement.min_bandwidth_mbps,
         min_stake_micros: 0,
         excluded_nodes: Vec::new(),
+        pipeline_stages: 1,
+        sizes: None,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod latency;
 mod model;
 pub mod network;
 pub mod place;
+pub mod place_gang;
 pub mod pricing;
 pub mod single;
 

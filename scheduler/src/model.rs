@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fmt};
 
 /// What one job asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Request {
     pub workers: u32,
     pub gpus_per_worker: u32,
@@ -29,6 +29,11 @@ pub struct Request {
     pub min_stake_micros: u64,
     /// Nodes this job already failed on: never again.
     pub excluded_nodes: Vec<String>,
+    /// Pipeline stages of a gang (D_PP); the workers split into stages of equal data-parallel
+    /// groups. 1 (or 0) means pure data parallelism.
+    pub pipeline_stages: u32,
+    /// Communication volumes of one training step, when the job states them.
+    pub sizes: Option<crate::cost::dtfm::Sizes>,
 }
 
 /// One node as the scheduler sees it.

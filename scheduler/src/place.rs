@@ -1,6 +1,6 @@
 //! A whole job's placement: one worker through [`place_single`], several as a gang (all or
-//! nothing). Successful placements are recorded in the index, so the decisions of one scheduling
-//! cycle see each other.
+//! nothing, under the DT-FM cost model). Successful placements are recorded in the index, so the
+//! decisions of one scheduling cycle see each other.
 
 use crate::{
     index::{Index, NodeKey},
@@ -8,6 +8,9 @@ use crate::{
     model::{Request, Unschedulable},
     single::{Weights, place_single},
 };
+
+/// Seed of the gang solver's search: fixed, so the same fleet and job give the same placement.
+const GANG_SEED: u64 = 0xA60_2A;
 
 /// Where one worker goes.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,10 +23,9 @@ pub struct Slot {
 }
 
 /// Places every worker of `request` and marks their GPUs allocated in `index`; on failure nothing
-/// stays allocated. A caller that cannot commit the placement must release it with [`release`].
-///
-/// Gangs are placed greedily worker by worker here (each worker the best single placement given the
-/// ones before it); the DT-FM communication-aware solver replaces this for training gangs.
+/// is allocated. One worker goes through [`place_single`]; a gang through
+/// [`place_gang`](crate::place_gang::place_gang) and the DT-FM cost model. A caller that cannot
+/// commit the placement must release it with [`release`].
 pub fn place(
     index: &mut Index,
     network: &impl Network,
@@ -31,26 +33,24 @@ pub fn place(
     request: &Request,
     weights: &Weights,
 ) -> Result<Vec<Slot>, Unschedulable> {
-    let mut slots: Vec<Slot> = Vec::with_capacity(request.workers as usize);
-    for rank in 0..request.workers {
-        match place_single(index, network, prices, request, weights) {
-            Ok(choice) => {
-                index.set_allocated(choice.node, &choice.gpus, true);
-                slots.push(Slot {
-                    rank,
-                    node: choice.node,
-                    gpus: choice.gpus,
-                    price_micros: choice.price_micros,
-                });
-            }
-            Err(mut why) => {
-                release(index, &slots);
-                why.workers_that_fit = rank;
-                return Err(why);
-            }
-        }
+    if request.workers > 1 {
+        return crate::place_gang::place_gang(
+            index,
+            network,
+            prices,
+            request,
+            GANG_SEED,
+            crate::gang::DEFAULT_BUDGET,
+        );
     }
-    Ok(slots)
+    let choice = place_single(index, network, prices, request, weights)?;
+    index.set_allocated(choice.node, &choice.gpus, true);
+    Ok(vec![Slot {
+        rank: 0,
+        node: choice.node,
+        gpus: choice.gpus,
+        price_micros: choice.price_micros,
+    }])
 }
 
 /// Frees the GPUs of a placement that will not be used.

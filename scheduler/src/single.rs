@@ -145,7 +145,7 @@ fn wanted(
 }
 
 /// Free GPUs of `model` on the node that meet the request's memory and capability minimums.
-fn fitting<'a>(
+pub(crate) fn fitting<'a>(
     entry: &'a Entry,
     model: Name,
     request: &'a Request,
@@ -200,7 +200,7 @@ fn score(
 }
 
 /// Node-level filters that do not depend on the GPU model, in the order rejections are reported.
-fn node_filter(entry: &Entry, request: &Request) -> Result<(), Rejection> {
+pub(crate) fn node_filter(entry: &Entry, request: &Request) -> Result<(), Rejection> {
     let node = &entry.node;
     if !node.ready {
         return Err(Rejection::NotReady);
