@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// Seed of the gang solver's search: fixed, so the same fleet and job give the same placement.
-const GANG_SEED: u64 = 0xA60_2A;
+const GANG_SEED: u64 = 0x000A_602A;
 
 /// Where one worker goes.
 #[derive(Clone, Debug, PartialEq)]

@@ -73,7 +73,7 @@ pub fn place_gang(
 ) -> Result<Vec<Slot>, Unschedulable> {
     let workers = request.workers.max(1) as usize;
     let stages = (request.pipeline_stages.max(1) as usize).min(workers);
-    let (d_pp, d_dp) = if workers % stages == 0 {
+    let (d_pp, d_dp) = if workers.is_multiple_of(stages) {
         (stages, workers / stages)
     } else {
         (1, workers)
@@ -253,10 +253,15 @@ fn violates_bounds(
                 .min(network.bandwidth_mbps(b, a));
             request
                 .max_latency_ms
-                .is_some_and(|max| !(rtt <= f64::from(max)))
+                .is_some_and(|max| !at_most(rtt, f64::from(max)))
                 || request
                     .min_bandwidth_mbps
-                    .is_some_and(|min| !(mbps >= f64::from(min)))
+                    .is_some_and(|min| !at_most(f64::from(min), mbps))
         })
     })
+}
+
+/// `value ≤ bound`, false when either is NaN (an unknown estimate cannot be shown to meet a bound).
+fn at_most(value: f64, bound: f64) -> bool {
+    value <= bound
 }

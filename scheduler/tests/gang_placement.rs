@@ -15,14 +15,21 @@ impl Network for TwoRegions {
         None
     }
     fn rtt_ms(&self, a: NodeKey, b: NodeKey) -> f64 {
-        match (a == b, self.region_of[a as usize] == self.region_of[b as usize]) {
+        match (
+            a == b,
+            self.region_of[a as usize] == self.region_of[b as usize],
+        ) {
             (true, _) => 0.0,
             (false, true) => 5.0,
             (false, false) => 150.0,
         }
     }
     fn bandwidth_mbps(&self, a: NodeKey, b: NodeKey) -> f64 {
-        if self.region_of[a as usize] == self.region_of[b as usize] { 1000.0 } else { 100.0 }
+        if self.region_of[a as usize] == self.region_of[b as usize] {
+            1000.0
+        } else {
+            100.0
+        }
     }
 }
 
@@ -74,8 +81,10 @@ fn gang(workers: u32) -> Request {
 }
 
 fn regions_used(index: &Index, slots: &[scheduler::Slot]) -> Vec<String> {
-    let mut regions: Vec<String> =
-        slots.iter().map(|s| index.entry(s.node).unwrap().node.region.clone()).collect();
+    let mut regions: Vec<String> = slots
+        .iter()
+        .map(|s| index.entry(s.node).unwrap().node.region.clone())
+        .collect();
     regions.sort();
     regions.dedup();
     regions
@@ -86,7 +95,11 @@ fn a_gang_stays_in_one_region_when_one_can_hold_it() {
     let (mut index, net) = fleet(8);
     let slots = place(&mut index, &net, &AskOnly, &gang(6), &Weights::default()).unwrap();
     assert_eq!(slots.len(), 6);
-    assert_eq!(regions_used(&index, &slots).len(), 1, "splitting over a 150 ms link would slow every step");
+    assert_eq!(
+        regions_used(&index, &slots).len(),
+        1,
+        "splitting over a 150 ms link would slow every step"
+    );
     let ranks: Vec<u32> = slots.iter().map(|s| s.rank).collect();
     assert_eq!(ranks, (0..6).collect::<Vec<_>>());
 }
@@ -95,14 +108,22 @@ fn a_gang_stays_in_one_region_when_one_can_hold_it() {
 fn a_gang_that_must_split_does_so_unless_its_bounds_forbid_it() {
     let (mut index, net) = fleet(2);
     let slots = place(&mut index, &net, &AskOnly, &gang(4), &Weights::default()).unwrap();
-    assert_eq!(regions_used(&index, &slots), ["a", "b"], "no bound: the only way to fit is to split");
+    assert_eq!(
+        regions_used(&index, &slots),
+        ["a", "b"],
+        "no bound: the only way to fit is to split"
+    );
     scheduler::release(&mut index, &slots);
 
     let mut bounded = gang(4);
     bounded.max_latency_ms = Some(50);
     let err = place(&mut index, &net, &AskOnly, &bounded, &Weights::default()).unwrap_err();
     assert!(err.rejections.contains_key(&Rejection::TooFar), "{err}");
-    assert_eq!(index.iter().map(|(_, e)| e.free_total()).sum::<usize>(), 4, "nothing left allocated");
+    assert_eq!(
+        index.iter().map(|(_, e)| e.free_total()).sum::<usize>(),
+        4,
+        "nothing left allocated"
+    );
 
     let mut fat_pipes = gang(4);
     fat_pipes.min_bandwidth_mbps = Some(500);
@@ -145,5 +166,8 @@ fn workers_share_a_multi_gpu_node_before_crossing_the_network() {
     let mut job = gang(4);
     job.gpus_per_worker = 2;
     let slots = place(&mut index, &net, &AskOnly, &job, &Weights::default()).unwrap();
-    assert!(slots.iter().all(|s| s.node == big), "4 workers × 2 GPUs fit on one 8-GPU server");
+    assert!(
+        slots.iter().all(|s| s.node == big),
+        "4 workers × 2 GPUs fit on one 8-GPU server"
+    );
 }
