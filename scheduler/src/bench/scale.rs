@@ -186,9 +186,10 @@ fn jobs(count: usize, seed: u64) -> Vec<Job> {
         .collect()
 }
 
-/// Runs the scenario: `jobs` placements on `nodes` nodes, ours then each baseline on fresh copies.
-pub fn run(nodes: usize, jobs_count: usize, seed: u64, clock: Clock<'_>) -> SingleReport {
-    let scenario = Scenario::generate(nodes, seed);
+/// Runs the single-GPU stream: `jobs` placements, ours then each baseline on fresh copies of the
+/// scenario's fleet.
+pub fn single(scenario: &Scenario, jobs_count: usize, seed: u64, clock: Clock<'_>) -> SingleReport {
+    let nodes = scenario.fleet.len();
     let jobs = jobs(jobs_count, seed);
     let gpus = scenario.fleet.iter().map(|n| n.gpus.len()).sum();
     let weights = Weights::default();
@@ -343,4 +344,123 @@ fn random_choice(
     let (key, gpu) = fits[rng.below(fits.len() as u64) as usize].clone();
     let price = index.entry(key)?.node.price_micros;
     Some((key, vec![gpu], price))
+}
+
+/// The gang part of the scenario: `decisions` 64-GPU training gangs (16 workers × 4 GPUs, 4
+/// pipeline stages of 4 data-parallel workers) placed one after another on the same fleet.
+#[derive(Clone, Debug, Serialize)]
+pub struct GangReport {
+    pub nodes: usize,
+    pub gpus: u32,
+    pub workers: u32,
+    pub decisions: usize,
+    pub placed: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Mean DT-FM communication time per training step of our placements, on the true network.
+    pub mean_step_s: f64,
+    /// The same for the cheapest slots placed without network knowledge.
+    pub oblivious_mean_step_s: f64,
+}
+
+/// Workers, GPUs per worker and pipeline stages of the benchmark's gang.
+const GANG: (u32, u32, u32) = (16, 4, 4);
+
+/// Places `decisions` gangs with our scheduler (timed) and, on a fresh copy, without network
+/// knowledge; prices both by the DT-FM model over the world's true latencies and bandwidths.
+pub fn gang(scenario: &Scenario, decisions: usize, clock: Clock<'_>) -> GangReport {
+    let (workers, per_worker, stages) = GANG;
+    let request = Request {
+        workers,
+        gpus_per_worker: per_worker,
+        max_price_micros: 5_000_000,
+        capability: "container".into(),
+        pipeline_stages: stages,
+        ..Request::default()
+    };
+    let mut ours = Index::new();
+    ours.reset(scenario.fleet.iter().cloned());
+    let mut times = Vec::with_capacity(decisions);
+    let mut steps = Vec::new();
+    for _ in 0..decisions {
+        let t0 = clock();
+        let placed = crate::place(
+            &mut ours,
+            &scenario.network,
+            &AskOnly,
+            &request,
+            &Weights::default(),
+        );
+        times.push(clock().saturating_sub(t0));
+        if let Ok(slots) = placed {
+            steps.push(step_time(scenario, &slots, stages));
+        }
+    }
+    let mut blind = Index::new();
+    blind.reset(scenario.fleet.iter().cloned());
+    let mut blind_steps = Vec::new();
+    for _ in 0..decisions {
+        if let Ok(slots) = crate::place(
+            &mut blind,
+            &Unmeasured,
+            &AskOnly,
+            &request,
+            &Weights::default(),
+        ) {
+            blind_steps.push(step_time(scenario, &slots, stages));
+        }
+    }
+    times.sort_unstable();
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    GangReport {
+        nodes: scenario.fleet.len(),
+        gpus: workers * per_worker,
+        workers,
+        decisions,
+        placed: steps.len(),
+        p50_ms: quantile(&times, 0.5) as f64 / 1e6,
+        p99_ms: quantile(&times, 0.99) as f64 / 1e6,
+        mean_step_s: mean(&steps),
+        oblivious_mean_step_s: mean(&blind_steps),
+    }
+}
+
+/// DT-FM time per step of a placed gang on the world's true network (rank r is stage r / D_DP).
+fn step_time(scenario: &Scenario, slots: &[crate::Slot], stages: u32) -> f64 {
+    use crate::cost::dtfm::{Layout, Link, Topology, dtfm};
+    let stages = stages.max(1) as usize;
+    let d_dp = slots.len() / stages;
+    let nodes: Vec<usize> = slots.iter().map(|s| s.node as usize).collect();
+    let n = nodes.len();
+    let mut delay = vec![vec![0.0; n]; n];
+    let mut bandwidth = vec![vec![crate::place_gang::SAME_NODE.bandwidth_gbps; n]; n];
+    for i in 0..n {
+        for j in 0..n {
+            let link = if nodes[i] == nodes[j] {
+                crate::place_gang::SAME_NODE
+            } else {
+                Link {
+                    delay_ms: scenario.world.true_rtt(nodes[i], nodes[j]) / 2.0,
+                    bandwidth_gbps: scenario.world.true_bandwidth(nodes[i], nodes[j]) / 1000.0,
+                }
+            };
+            delay[i][j] = link.delay_ms;
+            bandwidth[i][j] = link.bandwidth_gbps;
+        }
+    }
+    let Ok(topology) = Topology::from_matrices(&delay, &bandwidth) else {
+        return f64::NAN;
+    };
+    let layout = Layout {
+        stages: (0..stages)
+            .map(|s| (s * d_dp..(s + 1) * d_dp).collect())
+            .collect(),
+    };
+    dtfm(&topology, &crate::place_gang::DEFAULT_SIZES, &layout).total_s
 }
