@@ -171,19 +171,45 @@ fn an_unknown_simulated_gpu_model_is_named() {
 /// every job placed, ours no farther from users than the network-oblivious baseline.
 #[test]
 fn the_scheduler_benchmark_reports_its_contract() {
-    let out = agora(&["bench", "scheduler", "--json", "--nodes", "400", "--jobs", "400", "--gangs", "2"]);
+    let out = agora(&[
+        "bench",
+        "scheduler",
+        "--json",
+        "--nodes",
+        "400",
+        "--jobs",
+        "400",
+        "--gangs",
+        "2",
+    ]);
     assert!(out.success, "{}", out.stderr);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
     let dtfm = report["dtfm"].as_array().expect("dtfm is a list");
     assert_eq!(dtfm.len(), 5);
     for case in dtfm {
-        for key in ["cost_s", "random_mean_s", "random_best_s", "solve_ms", "placement"] {
+        for key in [
+            "cost_s",
+            "random_mean_s",
+            "random_best_s",
+            "solve_ms",
+            "placement",
+        ] {
             assert!(!case[key].is_null(), "dtfm case lacks {key}: {case}");
         }
-        assert!(case["cost_s"].as_f64() <= case["random_best_s"].as_f64(), "{case}");
+        assert!(
+            case["cost_s"].as_f64() <= case["random_best_s"].as_f64(),
+            "{case}"
+        );
     }
     let single = &report["single"];
-    for key in ["nodes", "placements_per_s", "p50_us", "p99_us", "mean_user_latency_ms", "baselines"] {
+    for key in [
+        "nodes",
+        "placements_per_s",
+        "p50_us",
+        "p99_us",
+        "mean_user_latency_ms",
+        "baselines",
+    ] {
         assert!(!single[key].is_null(), "single lacks {key}: {single}");
     }
     assert_eq!(single["placed"], 400, "{single}");
@@ -193,7 +219,11 @@ fn the_scheduler_benchmark_reports_its_contract() {
         "network-aware placement must serve users from nearer: {single}"
     );
     for key in ["nodes", "gpus", "p50_ms", "p99_ms"] {
-        assert!(!report["gang"][key].is_null(), "gang lacks {key}: {}", report["gang"]);
+        assert!(
+            !report["gang"][key].is_null(),
+            "gang lacks {key}: {}",
+            report["gang"]
+        );
     }
     assert_eq!(report["gang"]["gpus"], 64);
 }

@@ -141,6 +141,12 @@ pub fn request_for(spec: &ComputeJobSpec) -> Request {
         excluded_nodes: Vec::new(),
         pipeline_stages: 1,
         sizes: None,
+        data_nodes: placement
+            .data_locality
+            .iter()
+            .flatten()
+            .map(|site| site.node.clone())
+            .collect(),
     }
 }
 

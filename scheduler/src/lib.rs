@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod cost;
+pub mod federated;
 mod first_fit;
 pub mod gang;
 pub mod index;

@@ -34,6 +34,9 @@ pub struct Request {
     pub pipeline_stages: u32,
     /// Communication volumes of one training step, when the job states them.
     pub sizes: Option<crate::cost::dtfm::Sizes>,
+    /// Federated jobs: the nodes holding the data, one worker on each (rank = position); the data
+    /// never moves, so no other node is considered.
+    pub data_nodes: Vec<String>,
 }
 
 /// One node as the scheduler sees it.
@@ -94,6 +97,7 @@ pub enum Rejection {
     NoMatchingGpu,
     TooFewFreeGpus,
     TooFar,
+    DataSiteUnavailable,
 }
 
 impl Rejection {
@@ -110,6 +114,7 @@ impl Rejection {
             Rejection::NoMatchingGpu => "without a matching GPU".into(),
             Rejection::TooFewFreeGpus => "with too few free GPUs".into(),
             Rejection::TooFar => "too far from the users".into(),
+            Rejection::DataSiteUnavailable => "data sites that cannot take their worker".into(),
         }
     }
 
@@ -126,6 +131,7 @@ impl Rejection {
             Rejection::NoMatchingGpu => "NoMatchingGpu",
             Rejection::TooFewFreeGpus => "TooFewFreeGpus",
             Rejection::TooFar => "TooFar",
+            Rejection::DataSiteUnavailable => "DataSiteUnavailable",
         }
     }
 }

@@ -23,7 +23,9 @@ pub struct Slot {
 }
 
 /// Places every worker of `request` and marks their GPUs allocated in `index`; on failure nothing
-/// is allocated. One worker goes through [`place_single`]; a gang through
+/// is allocated. A federated job goes to its data sites
+/// ([`place_federated`](crate::federated::place_federated)); one worker through [`place_single`]; a
+/// gang through
 /// [`place_gang`](crate::place_gang::place_gang) and the DT-FM cost model. A caller that cannot
 /// commit the placement must release it with [`release`].
 pub fn place(
@@ -33,6 +35,9 @@ pub fn place(
     request: &Request,
     weights: &Weights,
 ) -> Result<Vec<Slot>, Unschedulable> {
+    if !request.data_nodes.is_empty() {
+        return crate::federated::place_federated(index, prices, request);
+    }
     if request.workers > 1 {
         return crate::place_gang::place_gang(
             index,
