@@ -220,7 +220,7 @@ pub fn single(scenario: &Scenario, jobs_count: usize, seed: u64, clock: Clock<'_
 
     let oblivious = baseline(
         "network-oblivious filter and score",
-        &scenario,
+        scenario,
         &jobs,
         clock,
         |index, job| {
@@ -232,7 +232,7 @@ pub fn single(scenario: &Scenario, jobs_count: usize, seed: u64, clock: Clock<'_
     let mut rng = SplitMix64::new(seed ^ 0x5A4D);
     let random = baseline(
         "random feasible node",
-        &scenario,
+        scenario,
         &jobs,
         clock,
         |index, job| random_choice(index, job, &mut rng),
