@@ -139,8 +139,13 @@ pub fn request_for(spec: &ComputeJobSpec) -> Request {
         min_bandwidth_mbps: placement.min_bandwidth_mbps,
         min_stake_micros: 0,
         excluded_nodes: Vec::new(),
-        pipeline_stages: 1,
-        sizes: None,
+        pipeline_stages: spec.resources.pipeline_stages.unwrap_or(1),
+        sizes: spec.resources.communication.as_ref().and_then(|c| {
+            Some(scheduler::cost::dtfm::Sizes {
+                c_pp_gb: c.activations_gb.parse().ok()?,
+                c_dp_gb: c.gradients_gb.parse().ok()?,
+            })
+        }),
         data_nodes: placement
             .data_locality
             .iter()

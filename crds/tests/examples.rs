@@ -177,6 +177,22 @@ fn federated(spec: &mut Value, sites: &[&str]) {
 
 const MISTAKES: &[Mistake] = &[
     Mistake {
+        what: "pipeline stages that do not divide the workers",
+        edit: |s| s["resources"]["pipelineStages"] = json!(3),
+        field: "spec.resources.pipelineStages",
+        says: "multiple of pipelineStages",
+        layer: Layer::Cel,
+    },
+    Mistake {
+        what: "communication volumes that are not decimals",
+        edit: |s| {
+            s["resources"]["communication"] = json!({"activationsGB": "lots", "gradientsGB": "2"})
+        },
+        field: "spec.resources.communication.activationsGB",
+        says: "does not match",
+        layer: Layer::Schema,
+    },
+    Mistake {
         what: "a workload with only env",
         edit: |s| s["workload"] = json!({"env": [{"name": "A", "value": "1"}]}),
         field: "spec.workload",

@@ -238,6 +238,14 @@ impl Workload {
 /// Workers and the GPUs each needs.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.pipelineStages) || self.workers % self.pipelineStages == 0",
+        "message": "workers must be a multiple of pipelineStages (each stage has the same number of data-parallel workers)",
+        "fieldPath": ".pipelineStages",
+        "reason": "FieldValueInvalid"
+    }
+]))]
 pub struct Resources {
     /// Number of workers; more than one is gang-placed (all or nothing).
     #[serde(default = "one")]
@@ -250,6 +258,31 @@ pub struct Resources {
     /// Which GPUs qualify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuRequirements>,
+    /// For training gangs: pipeline stages the workers form (each stage a data-parallel group of
+    /// workers / pipelineStages). Placement minimizes the step's communication time for this layout;
+    /// worker rank r runs stage r / (workers / pipelineStages). Default 1: pure data parallelism.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub pipeline_stages: Option<u32>,
+    /// For training gangs: gigabytes each stage boundary sends per step (activations forward and
+    /// their gradients back) and each data-parallel group all-reduces per step (the stage's
+    /// gradients), as decimal strings. Defaults: 0.25 and 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communication: Option<Communication>,
+}
+
+/// Communication volumes of one training step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Communication {
+    /// Activation bytes per stage boundary per step, in GB (e.g. `"0.25"`).
+    #[serde(rename = "activationsGB")]
+    #[schemars(regex(pattern = r"^[0-9]{1,4}(\.[0-9]{1,6})?$"))]
+    pub activations_gb: String,
+    /// Gradient bytes each data-parallel group all-reduces per step, in GB (e.g. `"2"`).
+    #[serde(rename = "gradientsGB")]
+    #[schemars(regex(pattern = r"^[0-9]{1,4}(\.[0-9]{1,6})?$"))]
+    pub gradients_gb: String,
 }
 
 fn one() -> u32 {
