@@ -76,6 +76,15 @@ pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
                 {
                     placed += 1;
                     state.metrics.placements.inc();
+                    if !request.data_nodes.is_empty() {
+                        let sites: Vec<scheduler::NodeKey> = slots.iter().map(|s| s.node).collect();
+                        let aggregator = scheduler::federated::aggregator(&index, &network, &sites)
+                            .and_then(|(key, _)| index.entry(key).map(|e| e.node.name.clone()));
+                        state
+                            .store
+                            .set_aggregator(&job.id, aggregator.as_deref())
+                            .await?;
+                    }
                     tracing::info!(job = %job.id, workers = workers.len(), node = %workers[0].node_name, "placed");
                 } else {
                     // Another writer got there first; the next cycle sees the store's truth.

@@ -93,6 +93,7 @@ pub fn job(row: &JobRow, assignments: &[AssignmentRow], regions: &HashMap<String
             })
             .collect(),
         price_per_gpu_hour: Price::from_micros(row.price_micros.unwrap_or_default()),
+        aggregator: row.aggregator.clone(),
     });
     let nodes = placement.as_ref().map(|p| {
         let mut names: Vec<&str> = p.workers.iter().map(|w| w.node.as_str()).collect();

@@ -89,4 +89,33 @@ backend_tests! {
         let paying = get_job(&app, &key, &paying).await;
         assert_eq!(paying["status"]["placement"]["pricePerGpuHour"], "3.00", "max(ask 1.00, base 3.00)");
     }
+
+    async fn a_federated_job_runs_on_its_data_sites_with_an_aggregator(store: Store) {
+        let (app, state, key) = app(&store, "team-a").await;
+        for name in ["gn-hospital-a", "gn-hospital-b", "gn-cheap"] {
+            let price = if name == "gn-cheap" { "0.10" } else { "1.00" };
+            register(&app, &registration(name, "eu-west", 1, price)).await;
+        }
+        let mut spec = sleep_spec(60);
+        spec["kind"] = json!("Federated");
+        spec["resources"] = json!({"workers": 2, "gpusPerWorker": 1});
+        spec["placement"] = json!({"dataLocality": [{"node": "gn-hospital-b", "dataset": "scans"}, {"node": "gn-hospital-a"}]});
+        let quote = send(&app, "POST", "/v1/quotes", Some(&key), Some("application/json"), spec.to_string()).await;
+        assert_eq!(quote.body["placeable"], true, "{}", quote.body);
+        assert!(quote.body["aggregator"].is_string(), "{}", quote.body);
+
+        let id = submit(&app, &key, &spec).await;
+        assert_eq!(api::scheduling::schedule_once(&state).await.unwrap(), 1);
+        let job = get_job(&app, &key, &id).await;
+        let placement = &job["status"]["placement"];
+        assert_eq!(placement["workers"][0]["node"], "gn-hospital-b", "rank 0 on data site 0, not the cheap node: {placement}");
+        assert_eq!(placement["workers"][1]["node"], "gn-hospital-a", "{placement}");
+        assert!(placement["aggregator"].is_string(), "an aggregator is chosen: {placement}");
+
+        let elsewhere = json!([{"node": "gn-hospital-a"}, {"node": "gn-not-registered"}]);
+        spec["placement"]["dataLocality"] = elsewhere;
+        let refused = send(&app, "POST", "/v1/quotes", Some(&key), Some("application/json"), spec.to_string()).await;
+        assert_eq!(refused.body["placeable"], false, "{}", refused.body);
+        assert!(refused.body["message"].as_str().unwrap().contains("data sites that cannot take their worker"), "{}", refused.body);
+    }
 }

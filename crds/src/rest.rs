@@ -137,6 +137,9 @@ pub struct Quote {
     /// What one hour of the whole job would cost, in display units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_per_hour: Option<String>,
+    /// Federated jobs: where the participants' updates would be aggregated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregator: Option<String>,
     /// Why the job could not be placed now (the scheduler's counts of rejections by reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -67,6 +67,11 @@ async fn quote(
                     .map(|s| s.price_micros.saturating_mul(per_worker))
                     .sum();
                 let price = slots.iter().map(|s| s.price_micros).max().unwrap_or(0);
+                let sites: Vec<scheduler::NodeKey> = slots.iter().map(|s| s.node).collect();
+                let aggregator = (!request.data_nodes.is_empty())
+                    .then(|| scheduler::federated::aggregator(&index, &network, &sites))
+                    .flatten()
+                    .and_then(|(key, _)| index.entry(key).map(|e| e.node.name.clone()));
                 Quote {
                     placeable: true,
                     workers: slots
@@ -83,6 +88,7 @@ async fn quote(
                         .collect(),
                     price_per_gpu_hour: Some(Price::from_micros(price)),
                     cost_per_hour: Some(display_micros(hourly)),
+                    aggregator,
                     message: None,
                 }
             }
@@ -91,6 +97,7 @@ async fn quote(
                 workers: Vec::new(),
                 price_per_gpu_hour: None,
                 cost_per_hour: None,
+                aggregator: None,
                 message: Some(why.to_string()),
             },
         },

@@ -155,6 +155,16 @@ impl Store {
         rows.iter().map(JobRow::from_row).collect()
     }
 
+    /// Records the aggregator chosen for a federated job's current placement.
+    pub async fn set_aggregator(&self, job_id: &str, node: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE jobs SET aggregator = $2 WHERE id = $1")
+            .bind(job_id)
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records why a pending job still waits (only when the explanation changed).
     pub async fn set_waiting_reason(
         &self,

@@ -27,11 +27,13 @@ pub struct JobRow {
     pub scheduled_at: Option<i64>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Federated jobs: the aggregator node.
+    pub aggregator: Option<String>,
 }
 
 /// The columns [`JobRow::from_row`] reads, for `SELECT` lists.
 pub(super) const JOB_COLUMNS: &str = "id, tenant_id, name, spec, phase, reason, message, attempt, price_micros, \
-     gpu_millis, cost_micros, submitted_at, scheduled_at, started_at, finished_at";
+     gpu_millis, cost_micros, submitted_at, scheduled_at, started_at, finished_at, aggregator";
 
 impl JobRow {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -53,6 +55,7 @@ impl JobRow {
             scheduled_at: row.try_get("scheduled_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
+            aggregator: row.try_get("aggregator")?,
         })
     }
 }

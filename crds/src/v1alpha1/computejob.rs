@@ -543,6 +543,10 @@ pub struct PlacementStatus {
     pub workers: Vec<WorkerPlacement>,
     /// The agreed price per GPU-hour.
     pub price_per_gpu_hour: Price,
+    /// Federated jobs: the node where the participants' updates are aggregated (smallest largest
+    /// RTT to the data sites), when the network model can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregator: Option<String>,
 }
 
 /// Where one worker runs.
