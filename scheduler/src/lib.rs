@@ -11,7 +11,6 @@
 pub mod bench;
 pub mod cost;
 pub mod federated;
-mod first_fit;
 pub mod gang;
 pub mod index;
 pub mod inputs;
@@ -23,10 +22,9 @@ pub mod place_gang;
 pub mod pricing;
 pub mod single;
 
-pub use first_fit::first_fit;
 pub use index::{Index, NodeKey};
 pub use inputs::{AskOnly, BasePrices, Network, Unmeasured};
 pub use latency::LatencyTable;
-pub use model::{GpuView, NodeView, Placement, Rejection, Request, Unschedulable, WorkerSlot};
+pub use model::{GpuView, NodeView, Rejection, Request, Unschedulable};
 pub use place::{Slot, place, release};
 pub use single::{Choice, Weights, place_single};

@@ -70,20 +70,6 @@ pub struct GpuView {
     pub allocated: bool,
 }
 
-/// Where each worker goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    pub workers: Vec<WorkerSlot>,
-}
-
-/// One worker's node (an index into the nodes given) and GPUs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerSlot {
-    pub rank: u32,
-    pub node: usize,
-    pub gpus: Vec<String>,
-}
-
 /// Why a node was not used, in the order the filters run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rejection {
