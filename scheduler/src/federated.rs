@@ -2,11 +2,11 @@
 //! moves), and an aggregator where the slowest participant is nearest.
 
 use crate::{
-    index::{Index, Name, NodeKey},
+    index::{Index, NodeKey},
     inputs::{BasePrices, Network},
     model::{Rejection, Request, Unschedulable},
     place::{Slot, release},
-    single::{fitting, node_filter},
+    single::{fitting, node_filter, wanted_models},
 };
 
 /// Places worker i on `request.data_nodes[i]`, on its cheapest acceptable GPU model; all sites or
@@ -24,15 +24,7 @@ pub fn place_federated(
         let choice = index.key(site).and_then(|key| {
             let entry = index.entry(key)?;
             node_filter(entry, request).ok()?;
-            let models: Vec<Name> = if request.models.is_empty() {
-                index.model_ids().collect()
-            } else {
-                request
-                    .models
-                    .iter()
-                    .filter_map(|m| index.model_id(m))
-                    .collect()
-            };
+            let models = wanted_models(index, request);
             models
                 .into_iter()
                 .filter(|&m| fitting(entry, m, request).count() >= per_worker)

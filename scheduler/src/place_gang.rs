@@ -21,7 +21,7 @@ use crate::{
     inputs::{BasePrices, Network},
     model::{Rejection, Request, Unschedulable},
     place::Slot,
-    single::{explain, fitting, node_filter},
+    single::{explain, fitting, node_filter, wanted_models, wanted_regions},
 };
 
 /// Shortlisted slots per region, as a multiple of the gang's size.
@@ -125,24 +125,8 @@ fn shortlist(
 ) -> Vec<Candidate> {
     let per_worker = request.gpus_per_worker.max(1) as usize;
     let per_region = (SLOTS_PER_REGION * workers).max(workers);
-    let regions: Vec<Name> = if request.regions.is_empty() {
-        index.region_ids().collect()
-    } else {
-        request
-            .regions
-            .iter()
-            .filter_map(|r| index.region_id(r))
-            .collect()
-    };
-    let models: Vec<Name> = if request.models.is_empty() {
-        index.model_ids().collect()
-    } else {
-        request
-            .models
-            .iter()
-            .filter_map(|m| index.model_id(m))
-            .collect()
-    };
+    let regions = wanted_regions(index, request);
+    let models = wanted_models(index, request);
     let mut all = Vec::new();
     for &region in &regions {
         let mut found: Vec<Candidate> = Vec::new();

@@ -65,25 +65,17 @@ pub fn place_single(
     request: &Request,
     weights: &Weights,
 ) -> Result<Choice, Unschedulable> {
-    let mut regions: Vec<(u64, Name)> = wanted(
-        request.regions.iter().map(|r| index.region_id(r)),
-        index.region_ids(),
-        !request.regions.is_empty(),
-    )
-    .into_iter()
-    .map(|region| {
-        let floor = request.user_region.as_deref().map_or(0.0, |user| {
-            network.region_floor_ms(index.region_name(region), user)
-        });
-        (latency_charge(floor, weights), region)
-    })
-    .collect();
+    let mut regions: Vec<(u64, Name)> = wanted_regions(index, request)
+        .into_iter()
+        .map(|region| {
+            let floor = request.user_region.as_deref().map_or(0.0, |user| {
+                network.region_floor_ms(index.region_name(region), user)
+            });
+            (latency_charge(floor, weights), region)
+        })
+        .collect();
     regions.sort_unstable();
-    let models = wanted(
-        request.models.iter().map(|m| index.model_id(m)),
-        index.model_ids(),
-        !request.models.is_empty(),
-    );
+    let models = wanted_models(index, request);
     let mut best: Option<(u64, NodeKey, Name, u64, Option<f64>)> = None;
     for &(floor_charge, region) in &regions {
         for &model in &models {
@@ -131,16 +123,29 @@ pub fn place_single(
     })
 }
 
-/// The ids a request names, or every id when it names none. Unknown names match nothing.
-fn wanted(
-    named: impl Iterator<Item = Option<Name>>,
-    all: impl Iterator<Item = Name>,
-    restricted: bool,
-) -> Vec<Name> {
-    if restricted {
-        named.flatten().collect()
+/// The regions a request accepts: those it names (unknown names match nothing), or every region.
+pub(crate) fn wanted_regions(index: &Index, request: &Request) -> Vec<Name> {
+    if request.regions.is_empty() {
+        index.region_ids().collect()
     } else {
-        all.collect()
+        request
+            .regions
+            .iter()
+            .filter_map(|r| index.region_id(r))
+            .collect()
+    }
+}
+
+/// The GPU models a request accepts: those it names (unknown names match nothing), or every model.
+pub(crate) fn wanted_models(index: &Index, request: &Request) -> Vec<Name> {
+    if request.models.is_empty() {
+        index.model_ids().collect()
+    } else {
+        request
+            .models
+            .iter()
+            .filter_map(|m| index.model_id(m))
+            .collect()
     }
 }
 
