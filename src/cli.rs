@@ -27,6 +27,9 @@ pub enum Command {
     Dev(DevArgs),
     /// Run a hub for production (PostgreSQL or SQLite).
     Server(ServerArgs),
+    /// Operator commands on the hub's database: tenants' API keys.
+    #[command(subcommand)]
+    Admin(api::admin::AdminCommand),
     /// Run a node agent that offers this machine's GPUs to a hub.
     Agent(AgentArgs),
     /// Submit, read, list and cancel jobs.
@@ -77,8 +80,38 @@ pub struct ServerArgs {
     #[arg(long, env = "AGORA_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
     /// Seconds without a heartbeat after which a node is NotReady.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "AGORA_NODE_TIMEOUT_SECONDS", default_value_t = 20)]
     pub node_timeout_seconds: u64,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(
+        long,
+        env = "AGORA_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(
+        long,
+        env = "AGORA_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address: only behind an ingress or proxy that
+    /// terminates TLS, since API keys and node tokens would otherwise cross the network in clear.
+    #[arg(long, env = "AGORA_ALLOW_PLAIN_HTTP", conflicts_with = "tls_cert")]
+    pub allow_plain_http: bool,
+    /// Requests per second and burst per API key, `RPS/BURST` or `off` [default: 50/100].
+    #[arg(long, env = "AGORA_API_KEY_LIMIT", value_name = "RPS/BURST")]
+    pub api_key_limit: Option<api::ratelimit::RateSetting>,
+    /// Requests per second and burst per node token (agents) [default: 200/400].
+    #[arg(long, env = "AGORA_NODE_LIMIT", value_name = "RPS/BURST")]
+    pub node_limit: Option<api::ratelimit::RateSetting>,
+    /// Requests per second and burst per client address for requests without a credential
+    /// (agent registration) and failed authentications [default: 5/20].
+    #[arg(long, env = "AGORA_ANONYMOUS_LIMIT", value_name = "RPS/BURST")]
+    pub anonymous_limit: Option<api::ratelimit::RateSetting>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -99,9 +132,13 @@ pub struct AgentArgs {
     /// Asking price per GPU-hour, in display units.
     #[arg(long, env = "AGORA_PRICE", default_value = "2.00")]
     pub price: Price,
-    /// The operator's chain address.
+    /// The operator's chain address (bech32, e.g. `cosmos1…`), where the node's earnings go.
     #[arg(long, env = "AGORA_OPERATOR_ADDRESS")]
     pub operator_address: Option<String>,
+    /// The node's secp256k1 key file (the secret key as 64 hex digits), created with mode 0600 if
+    /// missing. The hub binds the node's name to this key: keep the file, or the name is lost.
+    #[arg(long, env = "AGORA_NODE_KEY", default_value = "./agora-node.key")]
+    pub key: PathBuf,
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -120,6 +157,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Server(args) => server(args).await,
+        Command::Admin(command) => api::admin::run(command, &mut std::io::stdout()).await,
         Command::Agent(args) => agent(args).await,
         Command::Job { hub, command } => api::client::run_job(&hub, command).await,
         Command::Node { hub, command } => api::client::run_node(&hub, command).await,
@@ -139,15 +177,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let defaults = api::ratelimit::RateLimits::default();
+    let rate_limits = api::ratelimit::RateLimits {
+        api_key: args.api_key_limit.map_or(defaults.api_key, |s| s.0),
+        node: args.node_limit.map_or(defaults.node, |s| s.0),
+        anonymous: args.anonymous_limit.map_or(defaults.anonymous, |s| s.0),
+        ..defaults
+    };
     let settings = api::HubSettings {
         node_timeout: Duration::from_secs(args.node_timeout_seconds),
+        rate_limits,
         ..api::HubSettings::default()
+    };
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(api::server::TlsFiles { cert, key }),
+        // clap makes each of the two require the other.
+        _ => None,
     };
     let hub = api::RunningHub::start(api::HubConfig {
         listen: args.listen,
         database_url: args.database_url,
         settings,
         api_key_file: args.api_key_file.clone(),
+        tls,
+        allow_plain_http: args.allow_plain_http,
     })
     .await?;
     if let Some(file) = &args.api_key_file {
@@ -164,6 +217,8 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     let gpus = gpu_runtime::inventory::simulated(&args.simulate_gpus, &name)
         .with_context(|| format!("--simulate-gpus {:?}", args.simulate_gpus))?;
+    let identity = gpu_runtime::identity::NodeIdentity::load_or_create(&args.key)
+        .with_context(|| format!("--key {}", args.key.display()))?;
     let config = gpu_runtime::agent::AgentConfig {
         hub_url: args.hub,
         name,
@@ -173,6 +228,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         capabilities: gpu_runtime::executor::simulated_capabilities(),
         simulated: true,
         operator_address: args.operator_address,
+        identity,
     };
     gpu_runtime::agent::run(config, shutdown_signal()).await
 }

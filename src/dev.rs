@@ -27,6 +27,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         node_timeout: Duration::from_secs(10),
         schedule_interval: Duration::from_secs(1),
         price_epoch: Duration::from_secs(15),
+        // One person on loopback, plus `scripts/fuzz-api` and the e2e tests, which drive this
+        // hub as fast as it answers: limits far above what they reach, but still enforced, so
+        // the limiter is on the path every dev hub serves.
+        rate_limits: api::ratelimit::RateLimits {
+            api_key: Some(api::ratelimit::Rate::new(10_000.0, 20_000)?),
+            node: Some(api::ratelimit::Rate::new(10_000.0, 20_000)?),
+            anonymous: Some(api::ratelimit::Rate::new(10_000.0, 20_000)?),
+            ..api::ratelimit::RateLimits::default()
+        },
         ..api::HubSettings::default()
     };
     let key_file = data_dir.join("api-key");
@@ -35,10 +44,37 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         database_url: format!("sqlite://{}", database.display()),
         settings,
         api_key_file: Some(key_file.clone()),
+        tls: None,
+        // `agora dev` is a trial hub: on loopback by default, and `--listen` elsewhere is the
+        // user's explicit choice (a container's port, say).
+        allow_plain_http: true,
     })
     .await?;
     let key = hub.api_key().unwrap_or_default().to_string();
     let url = hub.url();
+    // The in-process agents reach the hub over loopback even when it listens on every address
+    // (`--listen 0.0.0.0:…`): agents refuse plain HTTP to another machine.
+    let agent_url = if hub.addr().ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if hub.addr().is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        format!(
+            "http://{}",
+            std::net::SocketAddr::new(loopback, hub.addr().port())
+        )
+    } else {
+        url.clone()
+    };
+
+    // One key per simulated node, kept with the database: the hub binds each name to its key, so a
+    // restarted `agora dev` must present the same keys to get its nodes back.
+    let keys_dir = data_dir.join("keys");
+    if args.agents > 0 {
+        std::fs::create_dir_all(&keys_dir)
+            .with_context(|| format!("creating the key directory {}", keys_dir.display()))?;
+    }
 
     let (stop_agents, agents_stopped) = tokio::sync::watch::channel(false);
     let mut agents = JoinSet::new();
@@ -46,8 +82,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for i in 0..args.agents {
         let (region, gpus, price) = FLEET[i % FLEET.len()];
         let name = format!("gn-sim-{i}");
+        let identity = gpu_runtime::identity::NodeIdentity::load_or_create(
+            &keys_dir.join(format!("{name}.key")),
+        )?;
         let config = gpu_runtime::agent::AgentConfig {
-            hub_url: url.clone(),
+            hub_url: agent_url.clone(),
             name: name.clone(),
             region: region.to_string(),
             price_per_gpu_hour: price.parse::<Price>()?,
@@ -55,6 +94,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             capabilities: gpu_runtime::executor::simulated_capabilities(),
             simulated: true,
             operator_address: None,
+            identity,
         };
         fleet_lines.push(format!(
             "  {name:<10} {region:<13} {gpus:<13} {price}/GPU-hour (simulated GPUs)"

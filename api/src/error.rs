@@ -23,6 +23,13 @@ pub enum ApiError {
     Invalid { field: String, message: String },
     #[error("missing or unknown credentials")]
     Unauthenticated { message: String },
+    /// A proof was refused (a registration's challenge or signature): 401, naming the field at fault.
+    #[error("{field}: {message}")]
+    Unproven {
+        code: &'static str,
+        message: String,
+        field: &'static str,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("{message}")]
@@ -68,6 +75,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             ApiError::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Unproven { code, .. } => (StatusCode::UNAUTHORIZED, code),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
@@ -102,6 +110,9 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest { message, field, .. } => (message.clone(), field.clone()),
             ApiError::Invalid { field, message } => (message.clone(), Some(field.clone())),
             ApiError::Unauthenticated { message } => (message.clone(), None),
+            ApiError::Unproven { message, field, .. } => {
+                (message.clone(), Some((*field).to_string()))
+            }
             ApiError::Conflict { message, .. } => (message.clone(), None),
             other => (other.to_string(), None),
         };

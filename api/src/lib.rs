@@ -6,15 +6,18 @@
 //! [`AppState`] for tests that drive it without a socket.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bootstrap;
 pub mod client;
 pub mod error;
 mod extract;
 pub mod ids;
 pub mod lifecycle;
+pub mod liveness;
 pub mod market;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod scheduling;
 pub mod server;

@@ -40,10 +40,14 @@ pub enum AssignmentPhase {
     Failed,
     /// Stopped on the hub's request.
     Stopped,
+    /// Its node stopped sending heartbeats for longer than the node timeout while it was live. Final
+    /// like the other ends: the GPUs are released and the agent, should it come back, is told to
+    /// stop it and its reports are refused, because the job has moved on without it.
+    Lost,
 }
 
 impl AssignmentPhase {
-    pub const ALL: [AssignmentPhase; 7] = [
+    pub const ALL: [AssignmentPhase; 8] = [
         AssignmentPhase::Assigned,
         AssignmentPhase::Starting,
         AssignmentPhase::Running,
@@ -51,6 +55,7 @@ impl AssignmentPhase {
         AssignmentPhase::Succeeded,
         AssignmentPhase::Failed,
         AssignmentPhase::Stopped,
+        AssignmentPhase::Lost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +67,7 @@ impl AssignmentPhase {
             AssignmentPhase::Succeeded => "Succeeded",
             AssignmentPhase::Failed => "Failed",
             AssignmentPhase::Stopped => "Stopped",
+            AssignmentPhase::Lost => "Lost",
         }
     }
 
@@ -69,7 +75,10 @@ impl AssignmentPhase {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            AssignmentPhase::Succeeded | AssignmentPhase::Failed | AssignmentPhase::Stopped
+            AssignmentPhase::Succeeded
+                | AssignmentPhase::Failed
+                | AssignmentPhase::Stopped
+                | AssignmentPhase::Lost
         )
     }
 
@@ -188,6 +197,34 @@ mod tests {
             report_effect(AssignmentPhase::Stopping, WorkerState::Stopped),
             ReportEffect::Apply(AssignmentPhase::Stopped)
         );
+    }
+
+    #[test]
+    fn a_lost_worker_takes_no_report() {
+        for reported in [
+            WorkerState::Starting,
+            WorkerState::Running,
+            WorkerState::Succeeded,
+            WorkerState::Failed,
+            WorkerState::Stopped,
+        ] {
+            assert_eq!(
+                report_effect(AssignmentPhase::Lost, reported),
+                ReportEffect::Conflict,
+                "{reported:?}"
+            );
+        }
+        assert!(AssignmentPhase::Lost.is_final() && !AssignmentPhase::Lost.is_active());
+        assert_eq!("Lost".parse(), Ok(AssignmentPhase::Lost));
+    }
+
+    #[test]
+    fn a_failed_attempt_may_send_its_job_back_to_pending() {
+        assert!(job_transition_allowed(JobPhase::Running, JobPhase::Pending));
+        assert!(job_transition_allowed(
+            JobPhase::Scheduled,
+            JobPhase::Pending
+        ));
     }
 
     #[test]

@@ -75,6 +75,13 @@ const ERRORS: [ResponseDoc; 2] = [
     ),
 ];
 
+/// The answer of any rate-limited operation (every one under `/v1`) once its budget is spent.
+const RATE_LIMITED: ResponseDoc = (
+    429,
+    "Too many requests for this credential or client address; `Retry-After` says when to retry",
+    Some(schema::<rest::ErrorBody>),
+);
+
 /// Every operation of the API.
 pub const OPERATIONS: &[Operation] = &[
     Operation {
@@ -268,9 +275,23 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "post",
+        path: "/v1/agent/challenge",
+        id: "issueRegistrationChallenge",
+        summary: "Agent: get a single-use challenge for the node's public key, to sign into its registration",
+        auth: Auth::None,
+        query: &[],
+        request: Some(schema::<agent::ChallengeRequest>),
+        responses: &[(
+            200,
+            "The challenge and when it expires",
+            Some(schema::<agent::ChallengeResponse>),
+        )],
+    },
+    Operation {
+        method: "post",
         path: "/v1/agent/register",
         id: "registerNode",
-        summary: "Agent: register a node and receive its token",
+        summary: "Agent: register a node with a signed challenge and receive its token",
         auth: Auth::None,
         query: &[],
         request: Some(schema::<agent::RegisterRequest>),
@@ -279,6 +300,16 @@ pub const OPERATIONS: &[Operation] = &[
                 200,
                 "The node's token",
                 Some(schema::<agent::RegisterResponse>),
+            ),
+            (
+                401,
+                "The challenge or the signature was refused; `field` names which",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                409,
+                "The node name is bound to another public key",
+                Some(schema::<rest::ErrorBody>),
             ),
             (422, "A field is invalid", Some(schema::<rest::ErrorBody>)),
         ],
@@ -333,6 +364,32 @@ pub const OPERATIONS: &[Operation] = &[
             (
                 409,
                 "The assignment already ended differently",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/agent/assignments/{id}/checkpoint",
+        id: "reportCheckpoint",
+        summary: "Agent: report a checkpoint a worker saved; the job keeps its latest by step and hands it to later attempts",
+        auth: Auth::NodeToken,
+        query: &[],
+        request: Some(schema::<agent::CheckpointReport>),
+        responses: &[
+            (
+                204,
+                "Recorded, or older than the job's checkpoint (which stays)",
+                None,
+            ),
+            (
+                404,
+                "No such assignment on this node",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                409,
+                "The assignment ended or was lost; its checkpoints no longer count",
                 Some(schema::<rest::ErrorBody>),
             ),
         ],
@@ -425,12 +482,17 @@ pub fn document() -> Value {
         }
         let mut responses = Map::new();
         let auth_errors: &[ResponseDoc] = match op.auth {
+            // Registration is limited per client address; health, metrics and this document not.
+            Auth::None if op.path.starts_with("/v1/") => &[RATE_LIMITED],
             Auth::None => &[],
-            _ => &[(
-                401,
-                "Missing or unknown credentials",
-                Some(schema::<rest::ErrorBody>),
-            )],
+            _ => &[
+                (
+                    401,
+                    "Missing or unknown credentials",
+                    Some(schema::<rest::ErrorBody>),
+                ),
+                RATE_LIMITED,
+            ],
         };
         let body_errors: &[ResponseDoc] = if op.request.is_some() || !op.query.is_empty() {
             &ERRORS
@@ -441,6 +503,15 @@ pub fn document() -> Value {
         {
             let mut response = Map::new();
             response.insert("description".into(), (*description).into());
+            if *status == 429 {
+                response.insert(
+                    "headers".into(),
+                    json!({"Retry-After": {
+                        "description": "Whole seconds until a request will be accepted",
+                        "schema": {"type": "integer", "minimum": 1}
+                    }}),
+                );
+            }
             if let Some(body) = body {
                 response.insert(
                     "content".into(),

@@ -1,6 +1,7 @@
 //! The scheduling loop: takes pending jobs oldest first, asks the scheduler for a placement over
 //! the current fleet, and writes each placement in one transaction. A job that cannot be placed
-//! keeps waiting with the scheduler's explanation as its message.
+//! keeps waiting with the scheduler's explanation as its message. A job retrying after a failed
+//! attempt is never placed on a node it failed on (`Request::excluded_nodes`).
 
 use std::time::Instant;
 
@@ -52,7 +53,11 @@ pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
 
     let mut placed = 0;
     for job in jobs {
-        let request = request_for(&job.spec);
+        let mut request = request_for(&job.spec);
+        if job.attempt > 0 {
+            // Only retried jobs can have failed somewhere, so first attempts cost no extra read.
+            request.excluded_nodes = state.store.excluded_nodes(&job.id).await?;
+        }
         match scheduler::place(&mut index, &network, &prices, &request, &weights) {
             Ok(slots) => {
                 let attempt = job.attempt + 1;
@@ -99,9 +104,27 @@ pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
                         .get_or_create(&vec![("reason", reason.name().to_string())])
                         .inc_by(u64::from(*n));
                 }
+                // A retrying job says which attempt waits, so the user sees it is not the first.
+                let message = if job.attempt > 0 {
+                    let excluded = if request.excluded_nodes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (never on {}, where it failed)",
+                            request.excluded_nodes.join(", ")
+                        )
+                    };
+                    format!(
+                        "attempt {} of {} waits{excluded}: {why}",
+                        job.attempt + 1,
+                        job.spec.max_attempts()
+                    )
+                } else {
+                    why.to_string()
+                };
                 state
                     .store
-                    .set_waiting_reason(&job.id, "Unschedulable", &why.to_string())
+                    .set_waiting_reason(&job.id, "Unschedulable", &message)
                     .await?;
             }
         }

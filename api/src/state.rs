@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use crds::validate::SpecValidator;
 use tokio::sync::{Notify, watch};
 
-use crate::{market::Market, metrics::Metrics, store::Store};
+use crate::{market::Market, metrics::Metrics, ratelimit::RateLimits, store::Store};
 
 /// Tunables of a hub.
 #[derive(Clone, Debug)]
@@ -24,6 +24,8 @@ pub struct HubSettings {
     pub price_epoch: Duration,
     /// How base prices move.
     pub pricing: scheduler::pricing::PricingParams,
+    /// Requests per second and bursts per API key, node token and client address (per replica).
+    pub rate_limits: RateLimits,
 }
 
 impl Default for HubSettings {
@@ -36,6 +38,7 @@ impl Default for HubSettings {
             max_poll_wait: Duration::from_secs(30),
             price_epoch: Duration::from_secs(60),
             pricing: scheduler::pricing::PricingParams::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }

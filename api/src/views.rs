@@ -6,8 +6,8 @@ use crds::{
     money::{Price, display_micros},
     rest::{Job, JobEvent, Node},
     v1alpha1::{
-        ComputeJobStatus, GpuNodeSpec, GpuNodeStatus, JobPhase, PlacementStatus, Usage,
-        WorkerPlacement,
+        CheckpointStatus, ComputeJobStatus, GpuNodeSpec, GpuNodeStatus, JobPhase, PlacementStatus,
+        Usage, WorkerPlacement,
     },
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -82,19 +82,22 @@ pub fn job(row: &JobRow, assignments: &[AssignmentRow], regions: &HashMap<String
         _ => {}
     }
 
-    let placement = (!assignments.is_empty()).then(|| PlacementStatus {
-        workers: assignments
-            .iter()
-            .map(|a| WorkerPlacement {
-                rank: a.rank,
-                node: a.node_name.clone(),
-                gpus: a.gpus.clone(),
-                region: regions.get(&a.node_name).cloned().unwrap_or_default(),
-            })
-            .collect(),
-        price_per_gpu_hour: Price::from_micros(row.price_micros.unwrap_or_default()),
-        aggregator: row.aggregator.clone(),
-    });
+    // A Pending job has no placement: after a failed attempt it waits for a new one (the failed
+    // attempt's nodes are in the event log).
+    let placement =
+        (!assignments.is_empty() && row.phase != JobPhase::Pending).then(|| PlacementStatus {
+            workers: assignments
+                .iter()
+                .map(|a| WorkerPlacement {
+                    rank: a.rank,
+                    node: a.node_name.clone(),
+                    gpus: a.gpus.clone(),
+                    region: regions.get(&a.node_name).cloned().unwrap_or_default(),
+                })
+                .collect(),
+            price_per_gpu_hour: Price::from_micros(row.price_micros.unwrap_or_default()),
+            aggregator: row.aggregator.clone(),
+        });
     let nodes = placement.as_ref().map(|p| {
         let mut names: Vec<&str> = p.workers.iter().map(|w| w.node.as_str()).collect();
         names.dedup();
@@ -118,6 +121,11 @@ pub fn job(row: &JobRow, assignments: &[AssignmentRow], regions: &HashMap<String
             attempts: row.attempt,
             usage,
             settlement: None,
+            checkpoint: row.checkpoint.as_ref().map(|c| CheckpointStatus {
+                uri: c.uri.clone(),
+                step: c.step,
+                time: time(c.at),
+            }),
             submit_time: Some(time(row.submitted_at)),
             schedule_time: row.scheduled_at.map(time),
             start_time: row.started_at.map(time),

@@ -137,7 +137,7 @@ backend_tests! {
 
     async fn agents_must_speak_a_protocol_version_the_hub_knows(store: Store) {
         let (app, _, key) = app(&store, "team-a").await;
-        let reg = registration("gn-a", "eu-west", 1, "1.00").to_string();
+        let reg = signed(&app, &registration("gn-a", "eu-west", 1, "1.00")).await.to_string();
         let json = ("content-type", "application/json");
 
         let old = send_with(&app, "POST", "/v1/agent/register", &[json, ("agora-protocol-version", "v0")], reg.clone()).await;

@@ -13,7 +13,7 @@ backend_tests! {
         let id = submitted.body["id"].as_str().unwrap().to_string();
         assert_eq!(submitted.body["status"]["phase"], "Pending");
 
-        let reg = send(&app, "POST", "/v1/agent/register", None, Some("application/json"), registration("gn-a", "eu-west", 2, "1.00").to_string()).await;
+        let reg = send(&app, "POST", "/v1/agent/register", None, Some("application/json"), signed(&app, &registration("gn-a", "eu-west", 2, "1.00")).await.to_string()).await;
         assert_eq!(reg.status, 200, "{}", reg.body);
         let token = reg.body["token"].as_str().unwrap().to_string();
 

@@ -1,15 +1,16 @@
 //! Wire types of the agent protocol (`/v1/agent/...`), spoken between the hub and node agents over
 //! HTTP + JSON. Agents only ever connect out to the hub, so they work behind NAT.
 //!
-//! The sequence: `register` → token; then, concurrently, `heartbeat` every few seconds, a long-poll
-//! on `assignments` for new work, and `status` reports as work starts and ends.
+//! The sequence: `challenge` → a nonce, which the node signs into `register` with its secp256k1 key
+//! → token; then, concurrently, `heartbeat` every few seconds, a long-poll on `assignments` for new
+//! work, and `status` reports as work starts and ends.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     money::Price,
-    v1alpha1::{GpuDevice, Workload},
+    v1alpha1::{EnvVar, GpuDevice, Workload},
 };
 
 /// The protocol version this build speaks.
@@ -19,11 +20,57 @@ pub const PROTOCOL_VERSION: &str = "v1";
 /// does not speak, so an outdated agent fails loudly instead of misreading answers.
 pub const PROTOCOL_VERSION_HEADER: &str = "agora-protocol-version";
 
+/// The first line of every registration proof: names the purpose and the scheme's version, so a
+/// signature made for registration can never be replayed as anything else a node signs (usage
+/// receipts, later) and a change of scheme cannot be confused with this one.
+pub const REGISTER_DOMAIN: &str = "agora-register-v1";
+
+/// JSON Schema pattern of a node public key: a compressed SEC1 secp256k1 point (33 bytes), lowercase
+/// hex. One spelling per key, so the hub can compare stored keys as text.
+pub const PUBLIC_KEY_PATTERN: &str = "^0[23][0-9a-f]{64}$";
+
+/// JSON Schema pattern of an operator's chain address: bech32-shaped (`cosmos1…`). The tie to the
+/// operator's on-chain stake comes with settlement; until then the shape is all the hub checks.
+pub const OPERATOR_ADDRESS_PATTERN: &str = "^[a-z]{1,16}1[02-9ac-hj-np-z]{6,90}$";
+
+/// The exact bytes a node signs to register: [`REGISTER_DOMAIN`], the challenge, the node name and
+/// the operator address (empty when none), each followed by a newline but the last. None of the
+/// parts can contain a newline (the schema forbids it), so the message is unambiguous, and binding
+/// the name and the operator address means a captured signature cannot register another name or
+/// redirect the node's earnings.
+pub fn register_message(challenge: &str, name: &str, operator_address: Option<&str>) -> String {
+    format!(
+        "{REGISTER_DOMAIN}\n{challenge}\n{name}\n{}",
+        operator_address.unwrap_or_default()
+    )
+}
+
+/// `POST /v1/agent/challenge`: asks the hub for a registration challenge for a key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// The node's public key: compressed SEC1 secp256k1 point, 33 bytes as lowercase hex.
+    #[schemars(regex(pattern = PUBLIC_KEY_PATTERN))]
+    pub public_key: String,
+}
+
+/// Answer to `challenge`: a nonce to sign into the registration, valid once, for this key only,
+/// until `expiresAt`. Fresh nonces make a captured registration useless to replay.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeResponse {
+    /// 32 random bytes as lowercase hex.
+    pub challenge: String,
+    /// When the hub stops accepting the challenge.
+    pub expires_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+}
+
 /// `POST /v1/agent/register`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// The node name the agent wants (`gn-…`, stable across restarts); the hub keeps one node per name.
+    /// The node name the agent wants (`gn-…`, stable across restarts); the hub keeps one node per
+    /// name, bound to the key that first registered it.
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -32,9 +79,9 @@ pub struct RegisterRequest {
     /// The node's region.
     #[schemars(length(min = 1, max = 63))]
     pub region: String,
-    /// The operator's chain address.
+    /// The operator's chain address (bech32: `cosmos1…`), where the node's earnings go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 8, max = 107), regex(pattern = OPERATOR_ADDRESS_PATTERN))]
     pub operator_address: Option<String>,
     /// Asking price per GPU-hour.
     pub price_per_gpu_hour: Price,
@@ -50,6 +97,17 @@ pub struct RegisterRequest {
     /// The agent's version, for the operator's view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// The node's public key (compressed SEC1 secp256k1, hex). The first registration of a name
+    /// binds the name to this key; the hub refuses the name to any other key.
+    #[schemars(regex(pattern = PUBLIC_KEY_PATTERN))]
+    pub public_key: String,
+    /// A challenge the hub issued for `publicKey` (`POST /v1/agent/challenge`), unused and unexpired.
+    #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
+    pub challenge: String,
+    /// ECDSA signature by the node's key over SHA-256 of [`register_message`]: `r ‖ s`, 64 bytes
+    /// with low `s`, as lowercase hex.
+    #[schemars(regex(pattern = "^[0-9a-f]{128}$"))]
+    pub signature: String,
 }
 
 /// Answer to `register`.
@@ -126,6 +184,35 @@ pub struct Assignment {
     /// Wall-clock limit in seconds, if the job has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_runtime_seconds: Option<u64>,
+    /// Variables the hub sets for this worker on top of the workload's own `env` (they win over
+    /// a workload variable of the same name): always `AGORA_ATTEMPT`, and `AGORA_CHECKPOINT_URI`
+    /// when the job had reported a checkpoint before this attempt was placed, so a re-placed
+    /// attempt can resume instead of starting over.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    pub env: Vec<EnvVar>,
+}
+
+/// The attempt number (1-based) of the worker's job attempt, as a decimal string.
+pub const ATTEMPT_ENV: &str = "AGORA_ATTEMPT";
+
+/// The latest checkpoint of the job when this attempt was placed; absent on a first attempt or
+/// when the job never reported one.
+pub const CHECKPOINT_URI_ENV: &str = "AGORA_CHECKPOINT_URI";
+
+/// `POST /v1/agent/assignments/{id}/checkpoint`: a worker saved a checkpoint the job can resume
+/// from. The hub keeps the job's latest by `step` (a report at or below the stored step changes
+/// nothing) and hands its URI to later attempts as `AGORA_CHECKPOINT_URI`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckpointReport {
+    /// Where the checkpoint is stored (`s3://…`, `file:///…`); the hub does not read it.
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: String,
+    /// The training step (or any counter that grows with progress) the checkpoint was taken at.
+    // Bounded to what the hub stores (a signed 64-bit integer).
+    #[schemars(range(max = 9223372036854775807u64))]
+    pub step: u64,
 }
 
 /// `POST /v1/agent/assignments/{id}/status`.
@@ -164,5 +251,22 @@ impl WorkerState {
             self,
             WorkerState::Succeeded | WorkerState::Failed | WorkerState::Stopped
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_register_message_is_byte_exact() {
+        assert_eq!(
+            register_message("ab01", "gn-a", Some("cosmos1qqqqqq")),
+            "agora-register-v1\nab01\ngn-a\ncosmos1qqqqqq"
+        );
+        assert_eq!(
+            register_message("ab01", "gn-a", None),
+            "agora-register-v1\nab01\ngn-a\n"
+        );
     }
 }

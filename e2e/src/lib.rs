@@ -565,12 +565,16 @@ impl DevHub {
     }
 
     /// Starts an external `agora agent` against this hub with simulated GPUs (`8xH100-80GB`), logging
-    /// to `<dir>/<name>.*.log`.
+    /// to `<dir>/<name>.*.log`, with its node key in `<dir>/<name>.key` (kept across restarts, since
+    /// the hub binds the name to that key).
     pub fn agent(&self, name: &str, region: &str, gpus: &str, price: &str) -> Process {
+        let key = self.log_dir.join(format!("{name}.key"));
         let cmd = agora_command(&[
             "agent",
             "--hub",
             &self.url,
+            "--key",
+            &key.to_string_lossy(),
             "--name",
             name,
             "--region",

@@ -24,7 +24,8 @@ use tracing::{Instrument, error, info, info_span, warn};
 use self::{held::Held, session::Session};
 use crate::{
     backoff::{Backoff, FailureStreak},
-    client::HubClient,
+    client::{HubClient, HubTrust},
+    identity::NodeIdentity,
 };
 
 /// How long each long-poll asks the hub to wait for new work.
@@ -57,6 +58,8 @@ pub struct AgentConfig {
     pub simulated: bool,
     /// The operator's chain address.
     pub operator_address: Option<String>,
+    /// The node's key: registration proves the agent holds it, and the hub binds the name to it.
+    pub identity: NodeIdentity,
 }
 
 impl AgentConfig {
@@ -70,6 +73,10 @@ impl AgentConfig {
             capabilities: self.capabilities.clone(),
             simulated: self.simulated,
             agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            public_key: self.identity.public_key().to_string(),
+            // Filled in for each registration with a fresh challenge.
+            challenge: String::new(),
+            signature: String::new(),
         }
     }
 }
@@ -100,12 +107,14 @@ async fn run_node(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let client = HubClient::new(&config.hub_url)?;
+    // Until the agent's config carries `--hub-ca` / `--allow-plain-http`: the system's roots, and
+    // plain HTTP on loopback only.
+    let client = HubClient::new(&config.hub_url, &HubTrust::default())?;
     let stopping = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
     let session = tokio::select! {
-        session = Session::open(client, config.register_request(), stopping.clone()) => session?,
+        session = Session::open(client, config.register_request(), config.identity.clone(), stopping.clone()) => session?,
         () = &mut shutdown => {
             info!("shut down before registering");
             return Ok(());
@@ -278,6 +287,7 @@ mod tests {
             capabilities: crate::executor::simulated_capabilities(),
             simulated: true,
             operator_address: None,
+            identity: NodeIdentity::generate(),
         }
     }
 
@@ -295,6 +305,7 @@ mod tests {
         );
         let json = serde_json::to_value(&request).unwrap();
         assert_eq!(json["pricePerGpuHour"], "2.50");
+        assert_eq!(json["publicKey"].as_str().map(str::len), Some(66));
     }
 
     #[tokio::test]

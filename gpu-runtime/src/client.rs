@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use crds::{
     agent::{
-        AssignmentList, HeartbeatRequest, HeartbeatResponse, PROTOCOL_VERSION, RegisterRequest,
-        RegisterResponse, StatusReport,
+        AssignmentList, ChallengeRequest, ChallengeResponse, HeartbeatRequest, HeartbeatResponse,
+        PROTOCOL_VERSION, RegisterRequest, RegisterResponse, StatusReport,
     },
     rest::ErrorBody,
 };
@@ -81,6 +81,44 @@ impl ClientError {
     }
 }
 
+/// How an agent trusts its connection to the hub.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HubTrust {
+    /// PEM certificates of the CA(s) that signed the hub's certificate (`--hub-ca FILE`). When
+    /// given, only these are trusted, not the system's roots: a private CA then vouches for the
+    /// hub alone. `None` trusts the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Allow `http://` to a hub that is not on loopback (`--allow-plain-http`): the token then
+    /// crosses the network in clear, so only on a network the operator trusts.
+    pub allow_plain_http: bool,
+}
+
+impl HubTrust {
+    /// Trust only the CA certificates in the PEM file at `path`.
+    pub fn from_ca_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the hub's CA file {}", path.display()))?;
+        Ok(Self {
+            ca_pem: Some(pem),
+            allow_plain_http: false,
+        })
+    }
+}
+
+/// Whether `url` names this machine: `localhost` or a loopback address. Plain HTTP to it never
+/// leaves the host.
+pub fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
 /// A client of one hub. Cheap to clone (connections are pooled and shared); it holds no token, since
 /// the token changes whenever the agent registers again.
 #[derive(Clone, Debug)]
@@ -90,13 +128,26 @@ pub struct HubClient {
 }
 
 impl HubClient {
-    /// A client of the hub at `hub_url` (`http://` or `https://`, optionally with a path prefix).
-    pub fn new(hub_url: &str) -> anyhow::Result<Self> {
+    /// A client of the hub at `hub_url` (`https://`, or `http://` on loopback or where `trust`
+    /// allows plain HTTP; optionally with a path prefix).
+    ///
+    /// HTTPS verifies the hub's certificate against the system's trust store (reqwest's
+    /// platform verifier), or, when `trust.ca_pem` is given, against those CA certificates only,
+    /// and never follows a redirect to plain HTTP.
+    pub fn new(hub_url: &str, trust: &HubTrust) -> anyhow::Result<Self> {
         let mut base =
             Url::parse(hub_url).with_context(|| format!("invalid hub URL {hub_url:?}"))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             bail!(
                 "invalid hub URL {hub_url:?}: expected http://HOST[:PORT] or https://HOST[:PORT]"
+            );
+        }
+        if base.scheme() == "http" && !trust.allow_plain_http && !is_loopback(&base) {
+            bail!(
+                "refusing plain HTTP to the hub at {hub_url:?}, which is not a loopback address: \
+                 the node token would cross the network unencrypted. Use https:// (with --hub-ca \
+                 FILE if the hub's certificate comes from a private CA), or --allow-plain-http on \
+                 a network you trust"
             );
         }
         base.set_query(None);
@@ -106,17 +157,36 @@ impl HubClient {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("agora-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+            .https_only(base.scheme() == "https");
+        if let Some(pem) = &trust.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .context("reading the hub's CA certificates (PEM)")?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "the hub's CA file holds no certificate (expected PEM `BEGIN CERTIFICATE` blocks)"
+            );
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Self { http, base })
     }
 
     /// The hub's base URL.
     pub fn hub_url(&self) -> &Url {
         &self.base
+    }
+
+    /// `POST /v1/agent/challenge`: a fresh nonce for the node's key to sign into `register`.
+    pub async fn challenge(&self, public_key: &str) -> Result<ChallengeResponse, ClientError> {
+        let builder = self
+            .request(Method::POST, &["challenge"], None)
+            .json(&ChallengeRequest {
+                public_key: public_key.to_string(),
+            });
+        decode(&self.send(builder).await?)
     }
 
     /// `POST /v1/agent/register`: announces the node and gets a token for every later call.
@@ -303,6 +373,57 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
 
+    fn plain() -> HubTrust {
+        HubTrust {
+            allow_plain_http: true,
+            ..HubTrust::default()
+        }
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_allowed() {
+        install_crypto();
+        for hub in [
+            "http://127.0.0.1:7600",
+            "http://127.8.9.10",
+            "http://[::1]:7600",
+            "http://localhost:7600",
+            "http://LOCALHOST.",
+            "http://hub.localhost",
+            "https://hub.example.com",
+        ] {
+            assert!(
+                HubClient::new(hub, &HubTrust::default()).is_ok(),
+                "{hub:?} should be accepted"
+            );
+        }
+        for hub in [
+            "http://hub.example.com",
+            "http://10.0.0.1:7600",
+            "http://0.0.0.0:7600",
+            "http://[2001:db8::1]",
+            "http://localhost.example.com",
+        ] {
+            let err = HubClient::new(hub, &HubTrust::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("--allow-plain-http"),
+                "{hub:?}: {err}"
+            );
+            assert!(HubClient::new(hub, &plain()).is_ok(), "{hub:?}");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_certificate() {
+        install_crypto();
+        let trust = HubTrust {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            allow_plain_http: false,
+        };
+        let err = HubClient::new("https://hub.example.com", &trust).unwrap_err();
+        assert!(err.to_string().contains("no certificate"), "{err}");
+    }
+
     #[test]
     fn builds_urls_under_the_hub_url() {
         install_crypto();
@@ -311,13 +432,13 @@ mod tests {
             "http://127.0.0.1:8080/",
             "http://127.0.0.1:8080/?x=1",
         ] {
-            let c = HubClient::new(hub).unwrap();
+            let c = HubClient::new(hub, &HubTrust::default()).unwrap();
             assert_eq!(
                 c.url(&["register"]).as_str(),
                 "http://127.0.0.1:8080/v1/agent/register"
             );
         }
-        let c = HubClient::new("https://hub.example.com/agora/").unwrap();
+        let c = HubClient::new("https://hub.example.com/agora/", &HubTrust::default()).unwrap();
         assert_eq!(
             c.url(&["assignments", "asg-1", "status"]).as_str(),
             "https://hub.example.com/agora/v1/agent/assignments/asg-1/status"
@@ -327,7 +448,7 @@ mod tests {
     #[test]
     fn escapes_ids_from_the_network() {
         install_crypto();
-        let c = HubClient::new("http://hub").unwrap();
+        let c = HubClient::new("http://hub", &plain()).unwrap();
         assert_eq!(
             c.url(&["assignments", "../x?y#z", "status"]).as_str(),
             "http://hub/v1/agent/assignments/..%2Fx%3Fy%23z/status"
@@ -344,7 +465,7 @@ mod tests {
             "mailto:ops@example.com",
             "not a url",
         ] {
-            assert!(HubClient::new(hub).is_err(), "{hub:?}");
+            assert!(HubClient::new(hub, &plain()).is_err(), "{hub:?}");
         }
     }
 
@@ -417,7 +538,7 @@ mod tests {
     async fn an_unreachable_hub_is_transient() {
         install_crypto();
         // Port 9 (discard) on localhost is closed on any sane test machine.
-        let c = HubClient::new("http://127.0.0.1:9").unwrap();
+        let c = HubClient::new("http://127.0.0.1:9", &HubTrust::default()).unwrap();
         let err = c
             .heartbeat("t", &HeartbeatRequest::default())
             .await

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use crds::agent::{Assignment, StatusReport, WorkerState};
+use crds::{
+    agent::{Assignment, StatusReport, WorkerState},
+    v1alpha1::EnvVar,
+};
 use tokio_util::sync::CancellationToken;
 
 /// What a simulated node advertises it can run, and all that [`run_builtin`] runs.
@@ -70,6 +73,22 @@ impl Outcome {
     }
 }
 
+/// The environment a worker runs with: the workload's `env`, then what the hub set for this
+/// attempt (`AGORA_ATTEMPT`, `AGORA_CHECKPOINT_URI`), which wins over a workload variable of the
+/// same name — a job must not be able to make a retried attempt believe it is the first, or resume
+/// from somewhere else than the hub said.
+pub fn worker_env(assignment: &Assignment) -> Vec<EnvVar> {
+    let mut env: Vec<EnvVar> = assignment
+        .workload
+        .env
+        .iter()
+        .filter(|var| !assignment.env.iter().any(|hub| hub.name == var.name))
+        .cloned()
+        .collect();
+    env.extend(assignment.env.iter().cloned());
+    env
+}
+
 /// The message of a worker killed at its job's `maxRuntime`.
 pub const MAX_RUNTIME_EXCEEDED: &str = "exceeded maxRuntime";
 
@@ -91,6 +110,13 @@ pub async fn run_builtin(assignment: &Assignment, cancel: &CancellationToken) ->
             ));
         }
     };
+    // The sleep builtin reads no variables; the worker still gets them, as a process or container
+    // would, and the log shows what a resumed attempt was told.
+    let env = worker_env(assignment);
+    tracing::debug!(
+        env = ?env.iter().map(|v| format!("{}={}", v.name, v.value)).collect::<Vec<_>>(),
+        "worker environment"
+    );
     let limit = assignment.max_runtime_seconds.map(Duration::from_secs);
     // Work that outlasts the job's limit is cut off at the limit; work that fits ends by itself.
     let (run_for, outcome) = match limit {
@@ -121,6 +147,10 @@ mod tests {
             gpus: vec!["GPU-SIM-0".into()],
             workload,
             max_runtime_seconds,
+            env: vec![EnvVar {
+                name: crds::agent::ATTEMPT_ENV.into(),
+                value: "1".into(),
+            }],
         }
     }
 
@@ -132,6 +162,28 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_hubs_variables_win_over_the_workloads() {
+        let var = |name: &str, value: &str| EnvVar {
+            name: name.into(),
+            value: value.into(),
+        };
+        let mut work = assignment(sleep(1), None);
+        work.workload.env = vec![var("EPOCHS", "3"), var("AGORA_ATTEMPT", "1")];
+        work.env = vec![
+            var("AGORA_ATTEMPT", "2"),
+            var("AGORA_CHECKPOINT_URI", "s3://ckpt/step-100"),
+        ];
+        assert_eq!(
+            worker_env(&work),
+            [
+                var("EPOCHS", "3"),
+                var("AGORA_ATTEMPT", "2"),
+                var("AGORA_CHECKPOINT_URI", "s3://ckpt/step-100"),
+            ]
+        );
     }
 
     #[test]

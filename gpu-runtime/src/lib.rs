@@ -5,6 +5,8 @@
 //! NAT), so everything here is a client: it registers, heartbeats, long-polls for assignments and
 //! reports how they end. The pieces:
 //!
+//! - [`identity`]: the node's secp256k1 key, which proves to the hub that a registration comes from
+//!   the node that first took its name (and, with settlement, signs usage receipts);
 //! - [`inventory`]: what GPUs the node has (for now simulated ones, from a spec like `8xH100-80GB`);
 //! - [`executor`]: how an assignment's workload is run (for now the builtin workloads of simulated
 //!   nodes);
@@ -21,4 +23,5 @@ pub mod agent;
 mod backoff;
 pub mod client;
 pub mod executor;
+pub mod identity;
 pub mod inventory;

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{
     error::ClientError,
-    http::{CONTENT_TYPE_JSON, CONTENT_TYPE_YAML, HubClient},
+    http::{CONTENT_TYPE_JSON, CONTENT_TYPE_YAML, HubClient, HubTrust},
     render,
 };
 
@@ -45,12 +45,33 @@ pub struct HubArgs {
     /// Output format: a kubectl-style view, or the API's JSON for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Trust only this CA (PEM) for the hub's certificate, instead of the system's roots.
+    #[arg(long, global = true, env = "AGORA_HUB_CA", value_name = "FILE")]
+    pub hub_ca: Option<PathBuf>,
+    /// Allow plain http:// to a hub that is not on this machine (the API key travels in clear).
+    #[arg(long, global = true, env = "AGORA_ALLOW_PLAIN_HTTP")]
+    pub allow_plain_http: bool,
 }
 
 impl HubArgs {
     /// A client for the hub these flags name.
     pub fn client(&self) -> anyhow::Result<HubClient> {
-        Ok(HubClient::new(&self.hub, self.api_key.clone())?)
+        let ca_pem = match &self.hub_ca {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading the hub CA {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let trust = HubTrust {
+            ca_pem,
+            allow_plain_http: self.allow_plain_http,
+        };
+        Ok(HubClient::with_trust(
+            &self.hub,
+            self.api_key.clone(),
+            &trust,
+        )?)
     }
 }
 

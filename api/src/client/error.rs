@@ -18,6 +18,18 @@ pub enum ClientError {
     #[error("invalid hub URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 
+    /// The hub's certificate was not trusted (or TLS failed otherwise): usually a hub whose
+    /// certificate comes from a private CA that was not given with `--hub-ca`.
+    #[error(
+        "TLS with the hub at {url} failed: {cause}; if its certificate comes from a private CA, \
+         pass that CA with --hub-ca FILE"
+    )]
+    Tls { url: String, cause: String },
+
+    /// The CA given to trust the hub with (`--hub-ca`) is unusable.
+    #[error("invalid hub CA: {reason}")]
+    InvalidCa { reason: String },
+
     /// No connection could be made: the most common cause is that no hub runs at that address.
     #[error("cannot reach the hub at {url}: {cause}; is `agora dev` running?")]
     Unreachable { url: String, cause: String },

@@ -31,6 +31,17 @@ pub const CONTENT_TYPE_YAML: &str = "application/yaml";
 /// Media type of a JSON request body.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 
+/// How the client trusts its connection to the hub.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HubTrust {
+    /// PEM certificates of the CA(s) that signed the hub's certificate (`--hub-ca FILE`); when
+    /// given, only these are trusted, not the system's roots. `None` trusts the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Allow `http://` to a hub that is not on loopback (`--allow-plain-http`): the API key then
+    /// crosses the network in clear.
+    pub allow_plain_http: bool,
+}
+
 /// A client of one hub, authenticated with one API key.
 #[derive(Clone, Debug)]
 pub struct HubClient {
@@ -46,17 +57,49 @@ impl HubClient {
     ///
     /// HTTPS needs a rustls crypto provider installed in the process (the `agora` binary installs
     /// ring at start).
+    ///
+    /// Trusts the system's roots, and refuses plain HTTP to a hub that is not on loopback; see
+    /// [`HubClient::with_trust`].
     pub fn new(base_url: &str, api_key: Option<String>) -> Result<Self> {
+        Self::with_trust(base_url, api_key, &HubTrust::default())
+    }
+
+    /// Like [`HubClient::new`], trusting what `trust` says: HTTPS is verified against the
+    /// system's trust store (reqwest's platform verifier) or only against `trust.ca_pem`, and
+    /// never follows a redirect to plain HTTP; plain HTTP to another machine needs
+    /// `trust.allow_plain_http`, since the API key would travel in clear.
+    pub fn with_trust(base_url: &str, api_key: Option<String>, trust: &HubTrust) -> Result<Self> {
         let base = parse_base_url(base_url)?;
-        let http = reqwest::Client::builder()
+        if base.scheme() == "http" && !trust.allow_plain_http && !is_loopback(&base) {
+            return Err(ClientError::InvalidUrl {
+                url: base_url.to_string(),
+                reason:
+                    "plain http:// to a hub that is not on this machine would send the API key \
+                         unencrypted; use https:// (with --hub-ca FILE for a private CA), or pass \
+                         --allow-plain-http on a network you trust"
+                        .into(),
+            });
+        }
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("agora/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                url: base.to_string(),
-                cause: root_cause(&e),
-            })?;
+            .https_only(base.scheme() == "https");
+        if let Some(pem) = &trust.ca_pem {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ClientError::InvalidCa {
+                    reason: root_cause(&e),
+                })?;
+            if certs.is_empty() {
+                return Err(ClientError::InvalidCa {
+                    reason: "no PEM certificate (`BEGIN CERTIFICATE` block) in it".into(),
+                });
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(|e| ClientError::InvalidCa {
+            reason: root_cause(&e),
+        })?;
         let api_key = api_key
             .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty());
@@ -216,6 +259,11 @@ impl HubClient {
             }
             .as_secs();
             ClientError::Timeout { url, seconds }
+        } else if is_tls_error(err) {
+            ClientError::Tls {
+                url,
+                cause: root_cause(err),
+            }
         } else if err.is_connect() {
             ClientError::Unreachable {
                 url,
@@ -228,6 +276,45 @@ impl HubClient {
             }
         }
     }
+}
+
+/// Whether `url` names this machine (`localhost` or a loopback address), where plain HTTP never
+/// leaves the host.
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// Whether a transport error is TLS failing (an untrusted or mismatched certificate, mostly)
+/// rather than no hub being there: whether rustls' error is somewhere in the chain.
+fn is_tls_error(err: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if is_rustls_error(e) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Whether `e` is rustls' error, or an `io::Error` around it: the connector nests it in two
+/// `io::Error`s, and an `io::Error`'s `source()` skips its payload, so they are opened here.
+fn is_rustls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return io.get_ref().is_some_and(|inner| is_rustls_error(inner));
+    }
+    false
 }
 
 /// Parses and checks `--hub`; a bare `host:port` gets `http://` so that `--hub 127.0.0.1:7600`
@@ -288,6 +375,48 @@ fn excerpt(body: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// A client of a made-up hub over plain HTTP (no request is sent).
+    fn plain(base: &str, api_key: Option<String>) -> Result<HubClient> {
+        let trust = HubTrust {
+            allow_plain_http: true,
+            ..HubTrust::default()
+        };
+        HubClient::with_trust(base, api_key, &trust)
+    }
+
+    #[test]
+    fn plain_http_is_for_this_machine_unless_allowed() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        for local in ["http://127.0.0.1:7600", "localhost:7600", "http://[::1]:1"] {
+            assert!(HubClient::new(local, None).is_ok(), "{local}");
+        }
+        for remote in [
+            "http://hub.example:7600",
+            "hub.example:7600",
+            "http://10.1.2.3",
+        ] {
+            let err = HubClient::new(remote, None).unwrap_err();
+            assert!(
+                matches!(err, ClientError::InvalidUrl { .. })
+                    && err.to_string().contains("--allow-plain-http"),
+                "{remote}: {err}"
+            );
+            assert!(plain(remote, None).is_ok(), "{remote}");
+        }
+        assert!(HubClient::new("https://hub.example", None).is_ok());
+    }
+
+    #[test]
+    fn a_ca_without_certificates_is_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let trust = HubTrust {
+            ca_pem: Some(b"hello".to_vec()),
+            allow_plain_http: false,
+        };
+        let err = HubClient::with_trust("https://hub.example", None, &trust).unwrap_err();
+        assert!(matches!(err, ClientError::InvalidCa { .. }), "{err}");
+    }
+
     fn url(base: &str, segments: &[&str], query: &[(&str, &str)]) -> String {
         endpoint_url(&parse_base_url(base).unwrap(), segments, query).to_string()
     }
@@ -342,16 +471,16 @@ mod tests {
     #[test]
     fn an_empty_api_key_counts_as_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = HubClient::new("http://h", Some("  \n".into())).unwrap();
+        let client = plain("http://h", Some("  \n".into())).unwrap();
         assert!(client.api_key.is_none());
-        let client = HubClient::new("http://h", Some("k1\n".into())).unwrap();
+        let client = plain("http://h", Some("k1\n".into())).unwrap();
         assert_eq!(client.api_key.as_deref(), Some("k1"));
     }
 
     #[test]
     fn error_bodies_become_api_errors() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = HubClient::new("http://h", Some("k".into())).unwrap();
+        let client = plain("http://h", Some("k".into())).unwrap();
         let body = br#"{"error":{"code":"invalid_field","message":"must be \u2265 1","field":"spec.resources.workers"}}"#;
         let err = client.error_from_body(StatusCode::UNPROCESSABLE_ENTITY, body);
         assert_eq!(
@@ -363,7 +492,7 @@ mod tests {
     #[test]
     fn a_foreign_error_page_is_quoted_not_misread() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = HubClient::new("http://h", None).unwrap();
+        let client = plain("http://h", None).unwrap();
         let err = client.error_from_body(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
         assert_eq!(
             err.to_string(),

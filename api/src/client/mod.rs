@@ -16,6 +16,6 @@ mod table;
 
 pub use commands::{HubArgs, JobCommand, NodeCommand, Output, run_job, run_node};
 pub use error::{API_KEY_HINT, ApiError, ClientError, Result};
-pub use http::{CONTENT_TYPE_JSON, CONTENT_TYPE_YAML, HubClient};
+pub use http::{CONTENT_TYPE_JSON, CONTENT_TYPE_YAML, HubClient, HubTrust};
 pub use render::{job_detail, jobs_table, nodes_table};
 pub use table::Table;

@@ -1,6 +1,10 @@
 //! `/v1/agent/...`: the agent protocol. Agents connect out to the hub (they may sit behind NAT);
-//! the hub never connects to them. Every call but `register` carries the node's token, and a token
-//! acts only for the node it was issued to.
+//! the hub never connects to them. Every call but `challenge` and `register` carries the node's
+//! token, and a token acts only for the node it was issued to.
+//!
+//! Registration proves possession of the node's secp256k1 key: the agent signs a fresh challenge
+//! the hub issued for its public key, and the hub binds the node name to the key that first
+//! registered it, so nobody can take over another operator's node by registering its name.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,9 +18,16 @@ use axum::{
     routing::{get, post},
 };
 use crds::agent::{
-    Assignment, AssignmentList, HeartbeatRequest, HeartbeatResponse, PROTOCOL_VERSION,
-    PROTOCOL_VERSION_HEADER, RegisterRequest, RegisterResponse, StatusReport,
+    Assignment, AssignmentList, ChallengeRequest, ChallengeResponse, HeartbeatRequest,
+    HeartbeatResponse, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, RegisterRequest,
+    RegisterResponse, StatusReport,
 };
+use crds::{
+    agent::{ATTEMPT_ENV, CHECKPOINT_URI_ENV, CheckpointReport},
+    v1alpha1::EnvVar,
+};
+use k256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
+use rand::RngCore;
 
 use crate::{
     error::{ApiError, ApiResult},
@@ -24,15 +35,17 @@ use crate::{
     ids,
     lifecycle::AssignmentPhase,
     state::AppState,
-    store::{AssignmentOutcome, hash_secret},
+    store::{AssignmentOutcome, CheckpointOutcome, Registration, hash_secret, now_ms},
 };
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/agent/challenge", post(challenge))
         .route("/v1/agent/register", post(register))
         .route("/v1/agent/heartbeat", post(heartbeat))
         .route("/v1/agent/assignments", get(assignments))
         .route("/v1/agent/assignments/{id}/status", post(status))
+        .route("/v1/agent/assignments/{id}/checkpoint", post(checkpoint))
         .route_layer(axum::middleware::from_fn(check_protocol_version))
 }
 
@@ -56,14 +69,62 @@ async fn check_protocol_version(
 /// Most GPUs one node may declare.
 const MAX_GPUS: usize = 64;
 
+/// How long a registration challenge is accepted: ample for an agent to sign and send it, short
+/// enough that an unused one soon stops mattering.
+const CHALLENGE_TTL_MS: i64 = 60_000;
+
+/// Issues a single-use challenge for a public key; the agent signs it into its registration.
+async fn challenge(
+    State(state): State<AppState>,
+    Json(req): Json<ChallengeRequest>,
+) -> ApiResult<axum::Json<ChallengeResponse>> {
+    public_key(&req.public_key)?;
+    let mut nonce = [0u8; 32];
+    rand::rng().fill_bytes(&mut nonce);
+    let challenge = hex::encode(nonce);
+    let expires_at = now_ms() + CHALLENGE_TTL_MS;
+    state
+        .store
+        .issue_challenge(&challenge, &req.public_key, expires_at)
+        .await?;
+    Ok(axum::Json(ChallengeResponse {
+        challenge,
+        expires_at: crate::views::time(expires_at),
+    }))
+}
+
 async fn register(
     State(state): State<AppState>,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<axum::Json<RegisterResponse>> {
-    validate_registration(&req)?;
+    let key = validate_registration(&req)?;
+    verify_proof(&key, &req)?;
     let token = ids::secret("agt_");
-    let node = state.store.upsert_node(&req, &hash_secret(&token)).await?;
-    tracing::info!(node = %node.name, region = %node.region, gpus = node.gpus.len(), simulated = node.simulated, "node registered");
+    let node = match state
+        .store
+        .register_node(&req, &hash_secret(&token))
+        .await?
+    {
+        Registration::Registered(node) => node,
+        Registration::ChallengeRefused(why) => {
+            return Err(ApiError::Unproven {
+                code: "invalid_challenge",
+                message: format!("the challenge is {why}"),
+                field: "challenge",
+            });
+        }
+        Registration::KeyMismatch => {
+            tracing::warn!(node = %req.name, public_key = %req.public_key, "refused a registration of a node name bound to another key");
+            return Err(ApiError::conflict(
+                "node_key_mismatch",
+                format!(
+                    "node {} is registered with another public key; a node name stays bound to the key that first registered it",
+                    req.name
+                ),
+            ));
+        }
+    };
+    tracing::info!(node = %node.name, region = %node.region, gpus = node.gpus.len(), simulated = node.simulated, public_key = %req.public_key, "node registered");
     state.wake_scheduler.notify_one();
     Ok(axum::Json(RegisterResponse {
         node: node.name,
@@ -73,9 +134,44 @@ async fn register(
 }
 
 /// What the registration's schema cannot say (the extractor already checked the schema: name,
-/// region, lengths, GPU fields, counts).
-fn validate_registration(req: &RegisterRequest) -> ApiResult<()> {
-    validate_gpus(&req.gpus, "gpus")
+/// region, lengths, GPU fields, counts, the shapes of the key, challenge, signature and operator
+/// address). Returns the node's public key.
+fn validate_registration(req: &RegisterRequest) -> ApiResult<VerifyingKey> {
+    validate_gpus(&req.gpus, "gpus")?;
+    public_key(&req.public_key)
+}
+
+/// A public key as the agent protocol spells it: a compressed SEC1 secp256k1 point in lowercase
+/// hex (the schema checked the spelling; this checks that the point is on the curve).
+fn public_key(hex_key: &str) -> ApiResult<VerifyingKey> {
+    let invalid = || {
+        ApiError::invalid(
+            "publicKey",
+            "must be a compressed secp256k1 public key: 33 bytes as lowercase hex",
+        )
+    };
+    let bytes = hex::decode(hex_key).map_err(|_| invalid())?;
+    if bytes.len() != 33 {
+        return Err(invalid());
+    }
+    VerifyingKey::from_sec1_bytes(&bytes).map_err(|_| invalid())
+}
+
+/// Checks the registration's signature: ECDSA over SHA-256 of
+/// [`crds::agent::register_message`], `r ‖ s` with low `s`, by `publicKey` (see
+/// docs/agent-protocol.md). k256 refuses high-`s` signatures, so each proof has one encoding.
+fn verify_proof(key: &VerifyingKey, req: &RegisterRequest) -> ApiResult<()> {
+    let refused = || ApiError::Unproven {
+        code: "invalid_signature",
+        message: "the signature is not publicKey's signature of this registration".into(),
+        field: "signature",
+    };
+    let bytes = hex::decode(&req.signature).map_err(|_| refused())?;
+    let signature = Signature::from_slice(&bytes).map_err(|_| refused())?;
+    let message =
+        crds::agent::register_message(&req.challenge, &req.name, req.operator_address.as_deref());
+    key.verify(message.as_bytes(), &signature)
+        .map_err(|_| refused())
 }
 
 /// GPU inventories: a count the schema of a heartbeat does not bound, and UUIDs that must be
@@ -117,8 +213,12 @@ async fn heartbeat(
         .await?;
     let held: Vec<String> = req.assignments.iter().map(|a| a.id.clone()).collect();
     let grace_ms = 2 * state.settings.heartbeat_interval.as_millis() as i64;
-    let stop = state.store.reconcile_held(&node, &held, grace_ms).await?;
-    if req.gpus.is_some() {
+    let (stop, settled) = state.store.reconcile_held(&node, &held, grace_ms).await?;
+    if settled > 0 {
+        // Freed GPUs, or a job sent back to Pending for another attempt.
+        state.notify_assignments();
+    }
+    if req.gpus.is_some() || settled > 0 {
         state.wake_scheduler.notify_one();
     }
     Ok(axum::Json(HeartbeatResponse {
@@ -195,9 +295,70 @@ async fn to_wire(
             gpus: row.gpus,
             workload: job.spec.workload.clone(),
             max_runtime_seconds: job.spec.max_runtime.map(|d| Duration::from(d).as_secs()),
+            env: attempt_env(row.attempt, row.resume_checkpoint),
         });
     }
     Ok(items)
+}
+
+/// What the hub tells a worker about its attempt: which one it is, and the checkpoint to resume
+/// from when the job saved one before this attempt was placed.
+fn attempt_env(attempt: u32, resume_checkpoint: Option<String>) -> Vec<EnvVar> {
+    let mut env = vec![EnvVar {
+        name: ATTEMPT_ENV.into(),
+        value: attempt.to_string(),
+    }];
+    if let Some(uri) = resume_checkpoint {
+        env.push(EnvVar {
+            name: CHECKPOINT_URI_ENV.into(),
+            value: uri,
+        });
+    }
+    env
+}
+
+/// A worker saved a checkpoint: it becomes the job's latest unless the job has a later one, and a
+/// re-placed attempt resumes from it. Only a live assignment's worker speaks for the job: a
+/// report on one that ended (or was lost) is refused, like a late status report.
+async fn checkpoint(
+    State(state): State<AppState>,
+    AgentNode(node): AgentNode,
+    Path(id): Path<String>,
+    Json(report): Json<CheckpointReport>,
+) -> ApiResult<StatusCode> {
+    if report.step > i64::MAX as u64 {
+        return Err(ApiError::invalid(
+            "step",
+            format!("must be at most {}", i64::MAX),
+        ));
+    }
+    if report.uri.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "uri",
+            "must not contain control characters",
+        ));
+    }
+    match state
+        .store
+        .record_checkpoint(&node, &id, &report.uri, report.step)
+        .await?
+    {
+        CheckpointOutcome::Recorded => {
+            tracing::debug!(assignment = %id, step = report.step, "checkpoint recorded");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        CheckpointOutcome::Older => Ok(StatusCode::NO_CONTENT),
+        CheckpointOutcome::Conflict { current } => Err(ApiError::conflict(
+            "assignment_final",
+            format!(
+                "assignment {id} is {}; its checkpoints no longer count",
+                current.as_str()
+            ),
+        )),
+        CheckpointOutcome::NotFound => Err(ApiError::NotFound(format!(
+            "assignment {id} on node {node}"
+        ))),
+    }
 }
 
 async fn status(

@@ -8,7 +8,7 @@ mod system;
 
 pub use agent::parse_capability;
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -17,11 +17,21 @@ use axum::{
     response::Response,
 };
 
-use crate::{error::ApiError, extract::BodyLimit, state::AppState};
+use crate::{
+    error::ApiError,
+    extract::BodyLimit,
+    ratelimit::{self, RateLimiter},
+    state::AppState,
+};
 
 /// Every route of the hub.
+///
+/// The rate limiter sits inside `observe`, so refused requests are counted and timed like any
+/// other (`agora_http_requests_total{status="429"}`), and outside the handlers, so a refused
+/// request costs no database work. Each router has its own limiter: a hub builds one router.
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
+    let limiter = Arc::new(RateLimiter::new(state.settings.rate_limits.clone()));
     Router::new()
         .merge(jobs::router())
         .merge(nodes::router())
@@ -30,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(system::router())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(limiter, ratelimit::enforce))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(
             move |mut req: Request, next: Next| async move {

@@ -1,19 +1,20 @@
-//! Assignments: placing a job attempt, what agents run, and what they report.
+//! Assignments: placing a job attempt, what agents run, what they report, the checkpoints they
+//! save, and what becomes of work on a node that fell silent.
 
 use sqlx::AssertSqlSafe;
 use std::collections::HashSet;
 
 use crds::{agent::StatusReport, money::Price, v1alpha1::JobPhase};
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use super::{
     Result, Store, StoreError, is_unique_violation,
-    jobs::{fetch_job, insert_event, stop_live_assignments},
+    jobs::{AttemptFailure, fail_attempt, insert_event, lock_job, transition},
     nodes::micros,
     now_ms,
     rows::*,
 };
-use crate::lifecycle::{AssignmentPhase, ReportEffect, job_transition_allowed, report_effect};
+use crate::lifecycle::{AssignmentPhase, ReportEffect, report_effect};
 
 /// One worker of a placement, before it is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +34,19 @@ pub enum AssignmentOutcome {
     /// Nothing to change: a repeat, or progress on an assignment being stopped.
     Unchanged,
     /// The assignment already ended differently.
+    Conflict { current: AssignmentPhase },
+    /// No such assignment on this node.
+    NotFound,
+}
+
+/// What a checkpoint report did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckpointOutcome {
+    /// It is the job's checkpoint now.
+    Recorded,
+    /// The job already has a checkpoint at this step or a later one; nothing changed.
+    Older,
+    /// The assignment has ended (or was lost): its worker no longer speaks for the job.
     Conflict { current: AssignmentPhase },
     /// No such assignment on this node.
     NotFound,
@@ -67,7 +81,8 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let moved = sqlx::query(
             "UPDATE jobs SET phase = 'Scheduled', attempt = attempt + 1, scheduled_at = $3, started_at = NULL, \
-             price_micros = $4, reason = 'Placed', message = $5 WHERE id = $1 AND phase = 'Pending' AND attempt = $2",
+             deadline_at = NULL, price_micros = $4, reason = 'Placed', message = $5 \
+             WHERE id = $1 AND phase = 'Pending' AND attempt = $2",
         )
         .bind(job_id)
         .bind(i64::from(attempt))
@@ -80,11 +95,18 @@ impl Store {
         if moved == 0 {
             return Ok(false);
         }
+        // The attempt resumes from the job's checkpoint as it is now; fixing it on the assignment
+        // keeps what the agent is told stable while later checkpoints arrive.
+        let resume: Option<String> = sqlx::query("SELECT checkpoint_uri FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("checkpoint_uri")?;
         let new_attempt = attempt + 1;
         for worker in workers {
             sqlx::query(
-                "INSERT INTO assignments (id, job_id, attempt, worker_rank, node_name, gpus, price_micros, state, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'Assigned', $8)",
+                "INSERT INTO assignments (id, job_id, attempt, worker_rank, node_name, gpus, price_micros, state, created_at, \
+                 resume_checkpoint) VALUES ($1, $2, $3, $4, $5, $6, $7, 'Assigned', $8, $9)",
             )
             .bind(&worker.id)
             .bind(job_id)
@@ -94,6 +116,7 @@ impl Store {
             .bind(serde_json::to_string(&worker.gpus).map_err(|e| StoreError::Corrupt(e.to_string()))?)
             .bind(micros(worker.price_micros)?)
             .bind(now)
+            .bind(resume.as_deref())
             .execute(&mut *tx)
             .await?;
             for gpu in &worker.gpus {
@@ -153,21 +176,23 @@ impl Store {
     }
 
     /// Reconciles what an agent says it holds with what the hub wants, and returns the ids the
-    /// agent must stop: ids the hub is stopping, has ended, or does not know on this node.
+    /// agent must stop — ids the hub is stopping, has ended (Lost ones included: the node was
+    /// silent for too long and the job moved on), or does not know on this node — and how many
+    /// assignments it settled.
     ///
     /// Assignments the agent no longer holds are settled once they are older than `grace_ms` (a
     /// heartbeat may have been composed just before the agent picked new work up): a Stopping one
     /// is Stopped and its GPUs freed; a Starting or Running one failed — the agent restarted or lost
-    /// it — so its job does not wait forever for a worker nobody runs.
+    /// it — so its job does not wait forever for a worker nobody runs (it retries elsewhere while
+    /// attempts remain).
     pub async fn reconcile_held(
         &self,
         node: &str,
         held: &[String],
         grace_ms: i64,
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, usize)> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE node_name = $1 \
-             AND state IN ('Assigned', 'Starting', 'Running', 'Stopping')"
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE node_name = $1 AND state IN {LIVE}"
         )))
         .bind(node)
         .fetch_all(&self.pool)
@@ -178,13 +203,18 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         let held_set: HashSet<&str> = held.iter().map(String::as_str).collect();
         let settled_before = now_ms() - grace_ms;
+        let mut settled = 0;
         for gone in live.iter().filter(|a| {
             !held_set.contains(a.id.as_str())
                 && a.started_at.unwrap_or(a.created_at) < settled_before
         }) {
             match gone.state {
-                AssignmentPhase::Stopping => self.finish_stopping(&gone.id).await?,
+                AssignmentPhase::Stopping => {
+                    self.finish_stopping(&gone.id).await?;
+                    settled += 1;
+                }
                 AssignmentPhase::Starting | AssignmentPhase::Running => {
+                    settled += 1;
                     let report = StatusReport {
                         state: crds::agent::WorkerState::Failed,
                         exit_code: None,
@@ -203,11 +233,12 @@ impl Store {
             .filter(|a| a.state.is_active())
             .map(|a| a.id.as_str())
             .collect();
-        Ok(held
+        let stop = held
             .iter()
             .filter(|id| !keep.contains(id.as_str()))
             .cloned()
-            .collect())
+            .collect();
+        Ok((stop, settled))
     }
 
     async fn finish_stopping(&self, id: &str) -> Result<()> {
@@ -242,12 +273,7 @@ impl Store {
         // what the others committed; on PostgreSQL (READ COMMITTED) two simultaneous reports would
         // otherwise each miss the other's and neither would move the job on. SQLite's
         // BEGIN IMMEDIATE already serializes writers.
-        sqlx::query(
-            "UPDATE jobs SET phase = phase WHERE id = (SELECT job_id FROM assignments WHERE id = $1)",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        lock_job_of_assignment(&mut tx, id).await?;
         let now = now_ms();
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE id = $1 AND node_name = $2"
@@ -303,6 +329,155 @@ impl Store {
     }
 }
 
+/// Live assignment states: the agent holds the worker, or is stopping it.
+const LIVE: &str = "('Assigned', 'Starting', 'Running', 'Stopping')";
+
+impl Store {
+    /// Jobs with live assignments on nodes whose last heartbeat is older than `cutoff`, as
+    /// (node, job) pairs: the work [`Store::lose_assignments`] is to settle.
+    pub async fn work_on_silent_nodes(&self, cutoff: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT DISTINCT a.node_name, a.job_id FROM assignments a JOIN nodes n ON n.name = a.node_name \
+             WHERE a.state IN {LIVE} AND n.last_heartbeat < $1 ORDER BY a.node_name, a.job_id"
+        )))
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("node_name")?, row.try_get("job_id")?)))
+            .collect()
+    }
+
+    /// Marks every live assignment of `job_id` on `node` Lost, provided the node is still silent
+    /// (no heartbeat since `cutoff`), in one transaction: their GPUs are released and, when they
+    /// were workers of the job's current attempt, the attempt fails with reason `NodeLost` (the
+    /// job retries elsewhere or fails, see [`fail_attempt`]). `silence` says how long the node was
+    /// silent, for messages. Returns the ids it marked Lost; none when the node came back first.
+    ///
+    /// A lost worker's GPU time is counted up to the node's last heartbeat, the last moment anyone
+    /// knew it was running.
+    pub async fn lose_assignments(
+        &self,
+        node: &str,
+        job_id: &str,
+        cutoff: i64,
+        silence: &str,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.write_tx().await?;
+        if lock_job(&mut tx, job_id).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        // Compare-and-set on the node's silence, which also holds its row until commit: a heartbeat
+        // arriving now waits, then finds its assignments Lost and is told to stop them.
+        let silent = sqlx::query(
+            "UPDATE nodes SET last_heartbeat = last_heartbeat WHERE name = $1 AND last_heartbeat < $2 \
+             RETURNING last_heartbeat",
+        )
+        .bind(node)
+        .bind(cutoff)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(silent) = silent else {
+            return Ok(Vec::new());
+        };
+        let last_heartbeat: i64 = silent.try_get("last_heartbeat")?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE job_id = $1 AND node_name = $2 \
+             AND state IN {LIVE} ORDER BY worker_rank"
+        )))
+        .bind(job_id)
+        .bind(node)
+        .fetch_all(&mut *tx)
+        .await?;
+        let message = format!("no heartbeat for more than {silence}");
+        let mut lost = Vec::new();
+        for row in &rows {
+            let assignment = AssignmentRow::from_row(row)?;
+            let finished = assignment
+                .started_at
+                .map_or(last_heartbeat, |s| s.max(last_heartbeat));
+            let changed = sqlx::query(
+                "UPDATE assignments SET state = 'Lost', finished_at = $3, message = $4 WHERE id = $1 AND state = $2",
+            )
+            .bind(&assignment.id)
+            .bind(assignment.state.as_str())
+            .bind(finished)
+            .bind(&message)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                release_gpus(&mut tx, &assignment.id).await?;
+                lost.push(assignment.id);
+            }
+        }
+        if !lost.is_empty() {
+            roll_up_job(&mut tx, job_id, now_ms()).await?;
+        }
+        tx.commit().await?;
+        Ok(lost)
+    }
+
+    /// Records a checkpoint a worker of `node` reported on assignment `id` as its job's latest,
+    /// unless the job already has one at `step` or later (checkpoints never go backwards).
+    pub async fn record_checkpoint(
+        &self,
+        node: &str,
+        id: &str,
+        uri: &str,
+        step: u64,
+    ) -> Result<CheckpointOutcome> {
+        let step = i64::try_from(step).map_err(|_| {
+            StoreError::Corrupt(format!("checkpoint step {step} exceeds the store's range"))
+        })?;
+        let mut tx = self.write_tx().await?;
+        lock_job_of_assignment(&mut tx, id).await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE id = $1 AND node_name = $2"
+        )))
+        .bind(id)
+        .bind(node)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(assignment) = row.as_ref().map(AssignmentRow::from_row).transpose()? else {
+            return Ok(CheckpointOutcome::NotFound);
+        };
+        if assignment.state.is_final() {
+            return Ok(CheckpointOutcome::Conflict {
+                current: assignment.state,
+            });
+        }
+        let changed = sqlx::query(
+            "UPDATE jobs SET checkpoint_uri = $2, checkpoint_step = $3, checkpoint_at = $4 \
+             WHERE id = $1 AND (checkpoint_step IS NULL OR checkpoint_step < $3)",
+        )
+        .bind(&assignment.job_id)
+        .bind(uri)
+        .bind(step)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(if changed > 0 {
+            CheckpointOutcome::Recorded
+        } else {
+            CheckpointOutcome::Older
+        })
+    }
+}
+
+/// Locks the row of the job assignment `id` belongs to (see [`lock_job`]).
+async fn lock_job_of_assignment(tx: &mut Transaction<'static, Any>, id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET phase = phase WHERE id = (SELECT job_id FROM assignments WHERE id = $1)",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn release_gpus(tx: &mut Transaction<'static, Any>, assignment_id: &str) -> Result<()> {
     sqlx::query("DELETE FROM gpu_allocations WHERE assignment_id = $1")
         .bind(assignment_id)
@@ -311,9 +486,11 @@ async fn release_gpus(tx: &mut Transaction<'static, Any>, assignment_id: &str) -
     Ok(())
 }
 
-/// Derives a job's phase and usage from its assignments after one of them changed.
+/// Derives a job's phase and usage from its assignments after one of them changed: a failed or
+/// lost worker of the current attempt fails the attempt (the job retries or fails), all workers
+/// succeeded make it Succeeded, all running make a Scheduled job Running.
 async fn roll_up_job(tx: &mut Transaction<'static, Any>, job_id: &str, now: i64) -> Result<()> {
-    let Some(job) = fetch_job(tx, job_id).await? else {
+    let Some(job) = super::jobs::fetch_job(tx, job_id).await? else {
         return Err(StoreError::Corrupt(format!(
             "assignment of missing job {job_id}"
         )));
@@ -340,36 +517,29 @@ async fn roll_up_job(tx: &mut Transaction<'static, Any>, job_id: &str, now: i64)
         .execute(&mut **tx)
         .await?;
 
+    // Only a placed attempt moves its job on. A job that is Pending again (its attempt failed, the
+    // rest are being stopped) or has ended takes nothing from the old workers' reports.
+    if !matches!(job.phase, JobPhase::Scheduled | JobPhase::Running) {
+        return Ok(());
+    }
     let current: Vec<&AssignmentRow> = all.iter().filter(|a| a.attempt == job.attempt).collect();
-    let failed = current.iter().find(|a| a.state == AssignmentPhase::Failed);
-    let (to, reason, message, node) = if let Some(f) = failed {
-        let detail = f.message.as_deref().unwrap_or("no reason given");
-        let code = f
-            .exit_code
-            .map(|c| format!(" (exit code {c})"))
-            .unwrap_or_default();
-        (
-            JobPhase::Failed,
-            "WorkerFailed",
-            format!(
-                "worker {} on {} failed: {detail}{code}",
-                f.rank, f.node_name
-            ),
-            Some(f.node_name.as_str()),
-        )
-    } else if !current.is_empty()
-        && current
-            .iter()
-            .all(|a| a.state == AssignmentPhase::Succeeded)
+    if current.is_empty() {
+        return Ok(());
+    }
+    if let Some(failure) = attempt_failure(&job, &current) {
+        fail_attempt(tx, &job, &failure, now).await?;
+        return Ok(());
+    }
+    let (to, reason, message) = if current
+        .iter()
+        .all(|a| a.state == AssignmentPhase::Succeeded)
     {
         (
             JobPhase::Succeeded,
             "Completed",
             "all workers exited successfully".to_string(),
-            None,
         )
     } else if job.phase == JobPhase::Scheduled
-        && !current.is_empty()
         && current.iter().all(|a| {
             matches!(
                 a.state,
@@ -381,48 +551,78 @@ async fn roll_up_job(tx: &mut Transaction<'static, Any>, job_id: &str, now: i64)
             JobPhase::Running,
             "Started",
             format!("{} worker(s) running", current.len()),
-            None,
         )
     } else {
         return Ok(());
     };
-    if to == job.phase || !job_transition_allowed(job.phase, to) {
-        return Ok(());
+    transition(tx, &job, to, reason, &message, None, now).await?;
+    Ok(())
+}
+
+/// Why the current attempt failed, if one of its workers failed or was lost.
+fn attempt_failure(
+    job: &crate::store::JobRow,
+    current: &[&AssignmentRow],
+) -> Option<AttemptFailure> {
+    let first = current
+        .iter()
+        .find(|a| matches!(a.state, AssignmentPhase::Failed | AssignmentPhase::Lost))?;
+    if first.state == AssignmentPhase::Lost {
+        let ranks: Vec<String> = current
+            .iter()
+            .filter(|a| a.state == AssignmentPhase::Lost && a.node_name == first.node_name)
+            .map(|a| a.rank.to_string())
+            .collect();
+        let why = first.message.as_deref().unwrap_or("no heartbeat");
+        return Some(AttemptFailure {
+            reason: "NodeLost",
+            detail: format!(
+                "node {} was lost ({why}) with worker{} {}",
+                first.node_name,
+                if ranks.len() == 1 { "" } else { "s" },
+                ranks.join(", ")
+            ),
+            nodes: vec![first.node_name.clone()],
+            retryable: true,
+        });
     }
-    let started = to == JobPhase::Running
-        || (to.is_final() && job.started_at.is_none() && job.phase == JobPhase::Scheduled);
-    let changed = sqlx::query(
-        "UPDATE jobs SET phase = $3, reason = $4, message = $5, \
-         started_at = CASE WHEN $6 = 1 THEN COALESCE(started_at, $7) ELSE started_at END, \
-         finished_at = CASE WHEN $8 = 1 THEN $7 ELSE finished_at END WHERE id = $1 AND phase = $2",
-    )
-    .bind(job_id)
-    .bind(job.phase.as_str())
-    .bind(to.as_str())
-    .bind(reason)
-    .bind(&message)
-    .bind(i64::from(started))
-    .bind(now)
-    .bind(i64::from(to.is_final()))
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if changed == 0 {
-        return Ok(());
+    let detail = first.message.as_deref().unwrap_or("no reason given");
+    let code = first
+        .exit_code
+        .map(|c| format!(" (exit code {c})"))
+        .unwrap_or_default();
+    // A worker that failed after running for the job's whole maxRuntime was cut off by its agent
+    // at the limit: the job ran out of time, which another attempt would too.
+    let ran_out = match (job.spec.max_runtime, first.started_at, first.finished_at) {
+        (Some(limit), Some(start), Some(end)) => {
+            u128::try_from(end.saturating_sub(start)).unwrap_or(0)
+                >= std::time::Duration::from(limit).as_millis()
+        }
+        _ => false,
+    };
+    if ran_out {
+        let limit = job
+            .spec
+            .max_runtime
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        return Some(AttemptFailure {
+            reason: "DeadlineExceeded",
+            detail: format!(
+                "worker {} on {} ran for the job's whole maxRuntime {limit} and ended: {detail}{code}",
+                first.rank, first.node_name
+            ),
+            nodes: Vec::new(),
+            retryable: false,
+        });
     }
-    if to == JobPhase::Failed {
-        stop_live_assignments(tx, job_id).await?;
-    }
-    insert_event(
-        tx,
-        job_id,
-        now,
-        Some(job.phase),
-        to,
-        reason,
-        Some(&message),
-        job.attempt,
-        node,
-    )
-    .await
+    Some(AttemptFailure {
+        reason: "WorkerFailed",
+        detail: format!(
+            "worker {} on {} failed: {detail}{code}",
+            first.rank, first.node_name
+        ),
+        nodes: vec![first.node_name.clone()],
+        retryable: true,
+    })
 }

@@ -1,4 +1,5 @@
-//! Jobs: submission (idempotent), reads, lists and cancellation.
+//! Jobs: submission (idempotent), reads, lists and cancellation; how a failed attempt ends its job
+//! or sends it back to Pending for another attempt; the hub's own maxRuntime deadline.
 
 use crds::v1alpha1::{ComputeJobSpec, JobPhase};
 use sqlx::AssertSqlSafe;
@@ -155,6 +156,60 @@ impl Store {
         rows.iter().map(JobRow::from_row).collect()
     }
 
+    /// Nodes `job_id` failed on: the scheduler never places the job there again.
+    pub async fn excluded_nodes(&self, job_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT node_name FROM job_excluded_nodes WHERE job_id = $1 ORDER BY node_name",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(sqlx::Row::try_get(row, "node_name")?))
+            .collect()
+    }
+
+    /// Running jobs whose deadline (start + maxRuntime) passed before `now`, oldest deadline first.
+    pub async fn overdue_jobs(&self, now: i64, limit: u32) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM jobs WHERE phase = 'Running' AND deadline_at < $1 ORDER BY deadline_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(sqlx::Row::try_get(row, "id")?))
+            .collect()
+    }
+
+    /// Fails a Running job whose deadline passed before `now` (reason `DeadlineExceeded`, never
+    /// retried: another attempt would run just as long) and tells its workers to stop. Returns
+    /// false, changing nothing, when the job is no longer Running past its deadline (it ended, or
+    /// a new attempt started meanwhile).
+    pub async fn expire_job(&self, job_id: &str, now: i64) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let Some(job) = lock_job(&mut tx, job_id).await? else {
+            return Ok(false);
+        };
+        if job.phase != JobPhase::Running || job.deadline_at.is_none_or(|d| d >= now) {
+            return Ok(false);
+        }
+        let limit = job.spec.max_runtime.map_or_else(
+            || "its maxRuntime".to_string(),
+            |d| format!("maxRuntime {d}"),
+        );
+        let failure = AttemptFailure {
+            reason: "DeadlineExceeded",
+            detail: format!("the job ran longer than its {limit}; its workers are stopped"),
+            nodes: Vec::new(),
+            retryable: false,
+        };
+        let moved = fail_attempt(&mut tx, &job, &failure, now).await?;
+        tx.commit().await?;
+        Ok(moved.is_some())
+    }
+
     /// Records the aggregator chosen for a federated job's current placement.
     pub async fn set_aggregator(&self, job_id: &str, node: Option<&str>) -> Result<()> {
         sqlx::query("UPDATE jobs SET aggregator = $2 WHERE id = $1")
@@ -262,6 +317,21 @@ impl Store {
     }
 }
 
+/// Locks a job's row for the rest of the transaction and reads it. Every writer that moves a job
+/// on from its assignments takes the job's row first (then the assignments), so writers on one job
+/// apply one after the other, each seeing what the others committed; SQLite's `BEGIN IMMEDIATE`
+/// already serializes them, PostgreSQL needs the row lock.
+pub(super) async fn lock_job(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+) -> Result<Option<JobRow>> {
+    sqlx::query("UPDATE jobs SET phase = phase WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    fetch_job(tx, id).await
+}
+
 pub(super) async fn fetch_job(
     tx: &mut Transaction<'static, Any>,
     id: &str,
@@ -288,6 +358,216 @@ pub(super) async fn stop_live_assignments(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Why a job attempt failed, as [`fail_attempt`] records it.
+#[derive(Clone, Debug)]
+pub(super) struct AttemptFailure {
+    /// The machine-readable reason: `NodeLost`, `WorkerFailed` or `DeadlineExceeded`.
+    pub reason: &'static str,
+    /// What happened, for people (`worker 0 on gn-a failed: … (exit code 3)`).
+    pub detail: String,
+    /// The nodes the attempt failed on; the job is never placed on them again.
+    pub nodes: Vec<String>,
+    /// Whether another attempt could do better. Not so when the job used up its maxRuntime: a
+    /// retry would only run as long again.
+    pub retryable: bool,
+}
+
+/// Ends a job's current attempt after `failure`, in the caller's transaction (which holds the job's
+/// row, see [`lock_job`]): the failed nodes are excluded from the job's future placements, the
+/// attempt's remaining workers are told to stop, and the job either goes back to Pending (reason
+/// `Retrying`) when `spec.retry.maxAttempts` allows another attempt, or Failed with the failure's
+/// reason. Every change is logged: the failure itself, then the move to Pending or Failed.
+/// Returns the phase the job moved to, or None when it was no longer where `job` says (a
+/// concurrent writer moved it first, and nothing was changed).
+pub(super) async fn fail_attempt(
+    tx: &mut Transaction<'static, Any>,
+    job: &JobRow,
+    failure: &AttemptFailure,
+    now: i64,
+) -> Result<Option<JobPhase>> {
+    if !matches!(job.phase, JobPhase::Scheduled | JobPhase::Running) {
+        return Ok(None);
+    }
+    let max = job.spec.max_attempts();
+    // A federated worker must run where its data is: once that node failed, no other can take it.
+    let data_site = failure.nodes.iter().find(|node| {
+        job.spec
+            .placement
+            .as_ref()
+            .and_then(|p| p.data_locality.as_ref())
+            .is_some_and(|sites| sites.iter().any(|s| &s.node == *node))
+    });
+    let node = failure.nodes.first().map(String::as_str);
+    if failure.retryable && job.attempt < max && data_site.is_none() {
+        let message = format!(
+            "attempt {} of {max} failed: {}; attempt {} will be placed on another node",
+            job.attempt,
+            failure.detail,
+            job.attempt + 1
+        );
+        // The placement times go with the attempt: a Pending job is not scheduled, and the next
+        // attempt's start (and deadline) are its own.
+        let changed = sqlx::query(
+            "UPDATE jobs SET phase = 'Pending', reason = 'Retrying', message = $3, scheduled_at = NULL, \
+             started_at = NULL, deadline_at = NULL WHERE id = $1 AND phase = $2",
+        )
+        .bind(&job.id)
+        .bind(job.phase.as_str())
+        .bind(&message)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        exclude_nodes(tx, job, failure, now).await?;
+        stop_live_assignments(tx, &job.id).await?;
+        insert_event(
+            tx,
+            &job.id,
+            now,
+            Some(job.phase),
+            job.phase,
+            failure.reason,
+            Some(&failure.detail),
+            job.attempt,
+            node,
+        )
+        .await?;
+        insert_event(
+            tx,
+            &job.id,
+            now,
+            Some(job.phase),
+            JobPhase::Pending,
+            "Retrying",
+            Some(&message),
+            job.attempt,
+            node,
+        )
+        .await?;
+        return Ok(Some(JobPhase::Pending));
+    }
+    let message = match data_site {
+        Some(site) => format!(
+            "{}; not retried: the job's data lives on {site}",
+            failure.detail
+        ),
+        None if failure.retryable && max > 1 => format!(
+            "{} (attempt {} of {max}: no attempts left)",
+            failure.detail, job.attempt
+        ),
+        None => failure.detail.clone(),
+    };
+    let moved = transition(
+        tx,
+        job,
+        JobPhase::Failed,
+        failure.reason,
+        &message,
+        node,
+        now,
+    )
+    .await?;
+    if moved {
+        exclude_nodes(tx, job, failure, now).await?;
+    }
+    Ok(moved.then_some(JobPhase::Failed))
+}
+
+/// Records the nodes an attempt failed on (the first failure on a node is the one kept).
+async fn exclude_nodes(
+    tx: &mut Transaction<'static, Any>,
+    job: &JobRow,
+    failure: &AttemptFailure,
+    now: i64,
+) -> Result<()> {
+    for node in &failure.nodes {
+        sqlx::query(
+            "INSERT INTO job_excluded_nodes (job_id, node_name, attempt, reason, at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (job_id, node_name) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(node)
+        .bind(i64::from(job.attempt))
+        .bind(failure.reason)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves `job` from the phase it was read in to `to` (compare-and-set) with its event; a job that
+/// fails has its live workers told to stop, and a job that starts running gets its maxRuntime
+/// deadline. Returns false, changing nothing, when the move is not allowed or another writer moved
+/// the job first.
+pub(super) async fn transition(
+    tx: &mut Transaction<'static, Any>,
+    job: &JobRow,
+    to: JobPhase,
+    reason: &str,
+    message: &str,
+    node: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    if to == job.phase || !job_transition_allowed(job.phase, to) {
+        return Ok(false);
+    }
+    // A job that ends straight from Scheduled (its workers finished before all reported running)
+    // still gets a start time, so its conditions and usage read sensibly.
+    let started = to == JobPhase::Running
+        || (to.is_final() && job.started_at.is_none() && job.phase == JobPhase::Scheduled);
+    let changed = sqlx::query(
+        "UPDATE jobs SET phase = $3, reason = $4, message = $5, \
+         started_at = CASE WHEN $6 = 1 THEN COALESCE(started_at, $7) ELSE started_at END, \
+         finished_at = CASE WHEN $8 = 1 THEN $7 ELSE finished_at END WHERE id = $1 AND phase = $2",
+    )
+    .bind(&job.id)
+    .bind(job.phase.as_str())
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(message)
+    .bind(i64::from(started))
+    .bind(now)
+    .bind(i64::from(to.is_final()))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Ok(false);
+    }
+    if to == JobPhase::Running
+        && let Some(limit) = job.spec.max_runtime
+    {
+        let limit_ms =
+            i64::try_from(std::time::Duration::from(limit).as_millis()).unwrap_or(i64::MAX);
+        // The attempt's start is now unless it was recorded earlier (place_job clears it).
+        let deadline = job.started_at.unwrap_or(now).saturating_add(limit_ms);
+        sqlx::query("UPDATE jobs SET deadline_at = $2 WHERE id = $1")
+            .bind(&job.id)
+            .bind(deadline)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if to == JobPhase::Failed {
+        stop_live_assignments(tx, &job.id).await?;
+    }
+    insert_event(
+        tx,
+        &job.id,
+        now,
+        Some(job.phase),
+        to,
+        reason,
+        Some(message),
+        job.attempt,
+        node,
+    )
+    .await?;
+    Ok(true)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -21,10 +21,11 @@ use sqlx::{
 };
 
 pub use self::{
-    assignments::{AssignmentOutcome, NewAssignment},
+    assignments::{AssignmentOutcome, CheckpointOutcome, NewAssignment},
     jobs::{CancelOutcome, NewJob, SubmitOutcome},
-    keys::hash_secret,
-    rows::{AssignmentRow, EventRow, JobRow, NodeRow},
+    keys::{ApiKeyInfo, KEY_PREFIX_CHARS, RevokeOutcome, hash_secret},
+    nodes::Registration,
+    rows::{AssignmentRow, Checkpoint, EventRow, JobRow, NodeRow},
 };
 
 /// What can go wrong in the store.

@@ -1,6 +1,6 @@
-//! Nodes: registration, heartbeats and the registry view.
+//! Nodes: registration (with its challenges), heartbeats and the registry view.
 
-use sqlx::AssertSqlSafe;
+use sqlx::{Any, AssertSqlSafe, Transaction};
 use std::collections::HashMap;
 
 use crds::{agent::RegisterRequest, v1alpha1::GpuDevice};
@@ -8,33 +8,113 @@ use sqlx::Row;
 
 use super::{Result, Store, StoreError, now_ms, rows::*};
 
+/// What became of a registration.
+#[derive(Debug)]
+pub enum Registration {
+    /// The node is registered under the new token.
+    Registered(NodeRow),
+    /// The challenge is unknown, already used, expired or another key's; why, for the agent.
+    ChallengeRefused(&'static str),
+    /// The name is bound to another public key; nothing changed.
+    KeyMismatch,
+}
+
 impl Store {
-    /// Registers a node, or re-registers it under a new token (an agent restart); returns it.
-    pub async fn upsert_node(&self, reg: &RegisterRequest, token_hash: &str) -> Result<NodeRow> {
-        let now = now_ms();
-        let gpus = to_json(&reg.gpus)?;
-        let capabilities = to_json(&reg.capabilities)?;
+    /// Remembers a registration challenge issued for `public_key`, valid until `expires_at` (Unix
+    /// ms), and forgets expired ones: challenges are free to ask for, so the table must not grow
+    /// with every request ever made.
+    pub async fn issue_challenge(
+        &self,
+        challenge: &str,
+        public_key: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM registration_challenges WHERE expires_at <= $1")
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
-            "INSERT INTO nodes (name, region, operator_address, price_micros, gpus, capabilities, simulated, token_hash, \
-             registered_at, last_heartbeat) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-             ON CONFLICT (name) DO UPDATE SET region = excluded.region, operator_address = excluded.operator_address, \
-             price_micros = excluded.price_micros, gpus = excluded.gpus, capabilities = excluded.capabilities, \
-             simulated = excluded.simulated, token_hash = excluded.token_hash, last_heartbeat = excluded.last_heartbeat",
+            "INSERT INTO registration_challenges (challenge, public_key, expires_at) VALUES ($1, $2, $3)",
         )
-        .bind(&reg.name)
-        .bind(&reg.region)
-        .bind(&reg.operator_address)
-        .bind(micros(reg.price_per_gpu_hour.micros())?)
-        .bind(gpus)
-        .bind(capabilities)
-        .bind(i64::from(reg.simulated))
-        .bind(token_hash)
-        .bind(now)
-        .execute(&self.pool)
+        .bind(challenge)
+        .bind(public_key)
+        .bind(expires_at)
+        .execute(&mut *tx)
         .await?;
-        self.get_node(&reg.name)
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Registers a node whose signature over `reg.challenge` the caller verified: consumes the
+    /// challenge (it must exist, be unexpired and have been issued for `reg.public_key`) and
+    /// registers or re-registers the node under `token_hash`, in one transaction, so a challenge
+    /// registers at most once even when two requests race with it. Refusals change nothing: a
+    /// challenge shown with the wrong key stays usable by its owner.
+    pub async fn register_node(
+        &self,
+        reg: &RegisterRequest,
+        token_hash: &str,
+    ) -> Result<Registration> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let challenge = sqlx::query(
+            "DELETE FROM registration_challenges WHERE challenge = $1 RETURNING public_key, expires_at",
+        )
+        .bind(&reg.challenge)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(challenge) = challenge else {
+            return Ok(Registration::ChallengeRefused(
+                "unknown or already used; ask for a new one",
+            ));
+        };
+        if challenge.try_get::<String, _>("public_key")? != reg.public_key {
+            return Ok(Registration::ChallengeRefused("issued for another key"));
+        }
+        if challenge.try_get::<i64, _>("expires_at")? <= now {
+            return Ok(Registration::ChallengeRefused("expired; ask for a new one"));
+        }
+        if !upsert(&mut tx, reg, token_hash, now).await? {
+            return Ok(Registration::KeyMismatch);
+        }
+        tx.commit().await?;
+        self.registered(&reg.name).await
+    }
+
+    /// Registers a node, or re-registers it under a new token, without a challenge: for callers
+    /// that establish the key's possession themselves. The name stays bound to its first key.
+    pub async fn upsert_node(
+        &self,
+        reg: &RegisterRequest,
+        token_hash: &str,
+    ) -> Result<Registration> {
+        let mut tx = self.write_tx().await?;
+        if !upsert(&mut tx, reg, token_hash, now_ms()).await? {
+            return Ok(Registration::KeyMismatch);
+        }
+        tx.commit().await?;
+        self.registered(&reg.name).await
+    }
+
+    async fn registered(&self, name: &str) -> Result<Registration> {
+        self.get_node(name)
             .await?
+            .map(Registration::Registered)
             .ok_or_else(|| StoreError::Corrupt("registered node vanished".into()))
+    }
+
+    /// The public key a node registered with (compressed SEC1, hex), if the node exists and has
+    /// one: what its signatures are checked against.
+    pub async fn node_public_key(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT public_key FROM nodes WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("public_key"))
+            .transpose()?
+            .flatten())
     }
 
     /// The node a token was issued to.
@@ -149,6 +229,38 @@ impl Store {
         }
         Ok(by_node)
     }
+}
+
+/// Inserts or updates the node; false, changing nothing, when the name is bound to another key. The
+/// condition is part of the upsert, so two registrations racing for a new name cannot both bind it.
+async fn upsert(
+    tx: &mut Transaction<'static, Any>,
+    reg: &RegisterRequest,
+    token_hash: &str,
+    now: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO nodes (name, region, operator_address, price_micros, gpus, capabilities, simulated, token_hash, \
+         registered_at, last_heartbeat, public_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) \
+         ON CONFLICT (name) DO UPDATE SET region = excluded.region, operator_address = excluded.operator_address, \
+         price_micros = excluded.price_micros, gpus = excluded.gpus, capabilities = excluded.capabilities, \
+         simulated = excluded.simulated, token_hash = excluded.token_hash, last_heartbeat = excluded.last_heartbeat, \
+         public_key = excluded.public_key \
+         WHERE nodes.public_key IS NULL OR nodes.public_key = excluded.public_key",
+    )
+    .bind(&reg.name)
+    .bind(&reg.region)
+    .bind(&reg.operator_address)
+    .bind(micros(reg.price_per_gpu_hour.micros())?)
+    .bind(to_json(&reg.gpus)?)
+    .bind(to_json(&reg.capabilities)?)
+    .bind(i64::from(reg.simulated))
+    .bind(token_hash)
+    .bind(now)
+    .bind(&reg.public_key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {

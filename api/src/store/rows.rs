@@ -29,11 +29,26 @@ pub struct JobRow {
     pub finished_at: Option<i64>,
     /// Federated jobs: the aggregator node.
     pub aggregator: Option<String>,
+    /// When the running attempt exceeds `spec.maxRuntime` (start + maxRuntime); the hub fails the
+    /// job then even if its agents do not. None until the attempt runs, or without a maxRuntime.
+    pub deadline_at: Option<i64>,
+    /// The latest checkpoint a worker reported, if any.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A job's latest checkpoint as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub uri: String,
+    pub step: u64,
+    /// When the hub recorded it (Unix ms).
+    pub at: i64,
 }
 
 /// The columns [`JobRow::from_row`] reads, for `SELECT` lists.
 pub(super) const JOB_COLUMNS: &str = "id, tenant_id, name, spec, phase, reason, message, attempt, price_micros, \
-     gpu_millis, cost_micros, submitted_at, scheduled_at, started_at, finished_at, aggregator";
+     gpu_millis, cost_micros, submitted_at, scheduled_at, started_at, finished_at, aggregator, deadline_at, \
+     checkpoint_uri, checkpoint_step, checkpoint_at";
 
 impl JobRow {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -56,6 +71,21 @@ impl JobRow {
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
             aggregator: row.try_get("aggregator")?,
+            deadline_at: row.try_get("deadline_at")?,
+            checkpoint: match (
+                row.try_get::<Option<String>, _>("checkpoint_uri")?,
+                row.try_get::<Option<i64>, _>("checkpoint_step")?,
+                row.try_get::<Option<i64>, _>("checkpoint_at")?,
+            ) {
+                (Some(uri), Some(step), Some(at)) => Some(Checkpoint {
+                    uri,
+                    step: u64::try_from(step).map_err(|_| {
+                        StoreError::Corrupt(format!("column checkpoint_step: {step} out of range"))
+                    })?,
+                    at,
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -111,10 +141,12 @@ pub struct AssignmentRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The job's checkpoint when this attempt was placed: what the worker resumes from.
+    pub resume_checkpoint: Option<String>,
 }
 
 pub(super) const ASSIGNMENT_COLUMNS: &str = "id, job_id, attempt, worker_rank, node_name, gpus, price_micros, state, \
-     exit_code, message, created_at, started_at, finished_at";
+     exit_code, message, created_at, started_at, finished_at, resume_checkpoint";
 
 impl AssignmentRow {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -134,6 +166,7 @@ impl AssignmentRow {
             created_at: row.try_get("created_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
+            resume_checkpoint: row.try_get("resume_checkpoint")?,
         })
     }
 

@@ -113,7 +113,23 @@ pub async fn app(store: &Store, tenant: &str) -> (Router, AppState, String) {
 }
 
 /// Like [`app`], with the hub's tunables given (a short node timeout, heartbeat interval, …).
+///
+/// Rate limits are off: these tests poll in tight loops by design (see [`eventually`]), faster
+/// than any real client. Tests of the limits themselves use [`app_limited`].
 pub async fn app_with(
+    store: &Store,
+    tenant: &str,
+    settings: HubSettings,
+) -> (Router, AppState, String) {
+    let settings = HubSettings {
+        rate_limits: api::ratelimit::RateLimits::unlimited(),
+        ..settings
+    };
+    app_limited(store, tenant, settings).await
+}
+
+/// Like [`app_with`], with the rate limits in `settings` enforced.
+pub async fn app_limited(
     store: &Store,
     tenant: &str,
     settings: HubSettings,
@@ -237,9 +253,71 @@ pub async fn get_node(app: &Router, key: &str, name: &str) -> Value {
     reply.body
 }
 
-/// Registers the node `registration` describes and returns its token.
-pub async fn register(app: &Router, registration: &Value) -> String {
-    let reply = send(
+/// The test key of node `name`: the same for every test and run (SHA-256 of the name as the secret),
+/// so a test that registers a name twice presents the same key, as a real agent would.
+pub fn node_key(name: &str) -> k256::ecdsa::SigningKey {
+    use sha2::Digest;
+    let secret = sha2::Sha256::digest(format!("agora-test-node-key/{name}"));
+    k256::ecdsa::SigningKey::from_slice(&secret).expect("a valid secret key")
+}
+
+/// A key's public half as the agent protocol spells it: compressed SEC1, lowercase hex.
+pub fn public_key_hex(key: &k256::ecdsa::SigningKey) -> String {
+    hex::encode(key.verifying_key().to_sec1_point(true).as_bytes())
+}
+
+/// `message` signed as agents sign: ECDSA over SHA-256, low s, `r ‖ s` as hex.
+pub fn sign(key: &k256::ecdsa::SigningKey, message: &[u8]) -> String {
+    use k256::ecdsa::signature::Signer;
+    let signature: k256::ecdsa::Signature = key.sign(message);
+    hex::encode(signature.to_bytes())
+}
+
+/// Asks the hub for a registration challenge for `public_key`.
+pub async fn challenge(app: &Router, public_key: &str) -> Reply {
+    let body = serde_json::json!({ "publicKey": public_key });
+    send(
+        app,
+        "POST",
+        "/v1/agent/challenge",
+        None,
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await
+}
+
+/// `registration` with `key`'s public key and its signature over `challenge`.
+pub fn sign_with(registration: &Value, key: &k256::ecdsa::SigningKey, challenge: &str) -> Value {
+    let mut signed = registration.clone();
+    let message = crds::agent::register_message(
+        challenge,
+        registration["name"].as_str().unwrap_or_default(),
+        registration["operatorAddress"].as_str(),
+    );
+    signed["publicKey"] = public_key_hex(key).into();
+    signed["challenge"] = challenge.into();
+    signed["signature"] = sign(key, message.as_bytes()).into();
+    signed
+}
+
+/// `registration` signed by `key` over a fresh challenge from the hub.
+pub async fn signed_by(app: &Router, registration: &Value, key: &k256::ecdsa::SigningKey) -> Value {
+    let reply = challenge(app, &public_key_hex(key)).await;
+    assert_eq!(reply.status, 200, "asking for a challenge: {}", reply.body);
+    let nonce = reply.body["challenge"].as_str().expect("a challenge");
+    sign_with(registration, key, nonce)
+}
+
+/// `registration` signed over a fresh challenge by its node's test key ([`node_key`]).
+pub async fn signed(app: &Router, registration: &Value) -> Value {
+    let name = registration["name"].as_str().unwrap_or_default();
+    signed_by(app, registration, &node_key(name)).await
+}
+
+/// Sends a registration as it is (already signed, or deliberately not).
+pub async fn send_registration(app: &Router, registration: &Value) -> Reply {
+    send(
         app,
         "POST",
         "/v1/agent/register",
@@ -247,7 +325,13 @@ pub async fn register(app: &Router, registration: &Value) -> String {
         Some("application/json"),
         registration.to_string(),
     )
-    .await;
+    .await
+}
+
+/// Registers the node `registration` describes, proving its test key ([`node_key`]) over a fresh
+/// challenge, and returns its token.
+pub async fn register(app: &Router, registration: &Value) -> String {
+    let reply = send_registration(app, &signed(app, registration).await).await;
     assert_eq!(
         reply.status, 200,
         "registering {registration}: {}",
@@ -403,7 +487,8 @@ pub fn sleep_spec(seconds: u32) -> Value {
     })
 }
 
-/// A registration of a simulated node with `gpus` H100s in `region` asking `price`.
+/// A registration of a simulated node with `gpus` H100s in `region` asking `price`, by the node's
+/// test key ([`node_key`]), not yet signed.
 pub fn registration(name: &str, region: &str, gpus: usize, price: &str) -> Value {
     let devices: Vec<Value> = (0..gpus)
         .map(|i| {
@@ -417,12 +502,17 @@ pub fn registration(name: &str, region: &str, gpus: usize, price: &str) -> Value
             })
         })
         .collect();
+    // The proof is a placeholder of the right shape: [`register`] and [`signed`] replace it with a
+    // signature over a challenge from the hub.
     serde_json::json!({
         "name": name,
         "region": region,
         "pricePerGpuHour": price,
         "gpus": devices,
         "capabilities": ["builtin:sleep"],
-        "simulated": true
+        "simulated": true,
+        "publicKey": public_key_hex(&node_key(name)),
+        "challenge": "00".repeat(32),
+        "signature": "00".repeat(64)
     })
 }

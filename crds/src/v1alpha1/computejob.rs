@@ -454,6 +454,9 @@ pub struct ComputeJobStatus {
     /// On-chain settlement of the job's usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<SettlementStatus>,
+    /// The latest checkpoint a worker reported (highest step); a retried attempt resumes from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointStatus>,
     /// When the hub accepted the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submit_time: Option<Time>,
@@ -571,6 +574,18 @@ pub struct Usage {
     pub gpu_seconds: u64,
     /// Cost in display units (`"2.85"`), computed from integer micro-units.
     pub cost: String,
+}
+
+/// The checkpoint a job resumes from when an attempt is re-placed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointStatus {
+    /// Where the checkpoint is stored, as the worker reported it.
+    pub uri: String,
+    /// The step it was taken at.
+    pub step: u64,
+    /// When the hub recorded it.
+    pub time: Time,
 }
 
 /// Settlement of a job's usage on chain.

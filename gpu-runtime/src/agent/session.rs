@@ -1,5 +1,9 @@
 //! The agent's standing with the hub: registration and the token it yields.
 //!
+//! Registering proves the node holds its key: the agent asks for a challenge for its public key,
+//! signs it into the registration ([`crds::agent::register_message`]) and sends both; the hub issues
+//! a token only for a fresh challenge, a valid signature and a name not bound to another key.
+//!
 //! A hub may forget a node (its database was reset, or it was replaced) and then answers 401 to
 //! everything. Any call can notice; [`Session::call`] registers again under the same name and repeats
 //! the call once, and concurrent callers that notice together share one re-registration.
@@ -16,7 +20,14 @@ use tracing::{error, info, warn};
 use crate::{
     backoff::{Backoff, FailureStreak},
     client::{ClientError, HubClient},
+    identity::NodeIdentity,
 };
+
+/// How many times in a row the hub may refuse a registration's proof (HTTP 401) before the agent
+/// gives up. A challenge can lapse or vanish between issue and use (a slow link, a hub restarted
+/// with an empty database), and a fresh one then succeeds; a proof refused again and again is a
+/// wrong key or a broken hub, which retrying cannot fix.
+const MAX_REFUSED_PROOFS: u32 = 3;
 
 /// Bounds on the heartbeat interval the hub asks for, so a zero or absurd answer neither floods the
 /// hub nor silences the node.
@@ -47,7 +58,9 @@ enum RegisterError {
 /// The registration of this node with the hub, shared by every task of the agent.
 pub(super) struct Session {
     client: HubClient,
+    /// The registration without its proof; every registration signs a fresh challenge into it.
     request: RegisterRequest,
+    identity: NodeIdentity,
     current: Mutex<Auth>,
     /// Serialises re-registrations, so that many calls failing at once register once.
     renewing: tokio::sync::Mutex<()>,
@@ -62,15 +75,17 @@ impl Session {
     pub(super) async fn open(
         client: HubClient,
         request: RegisterRequest,
+        identity: NodeIdentity,
         stopping: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let response = match register(&client, &request, &stopping).await {
+        let response = match register(&client, &request, &identity, &stopping).await {
             Ok(response) => response,
             Err(RegisterError::ShuttingDown) => anyhow::bail!("shut down before registering"),
             Err(RegisterError::Refused(e)) => return Err(refused(&request, &e)),
         };
         info!(
             hub = %client.hub_url(),
+            public_key = %identity.public_key(),
             gpus = request.gpus.len(),
             simulated = request.simulated,
             "registered with the hub"
@@ -83,6 +98,7 @@ impl Session {
             }),
             client,
             request,
+            identity,
             renewing: tokio::sync::Mutex::new(()),
             stopping,
             failed: CancellationToken::new(),
@@ -143,7 +159,7 @@ impl Session {
             return false;
         }
         warn!("the hub no longer accepts this node's token; registering again");
-        match register(&self.client, &self.request, &self.stopping).await {
+        match register(&self.client, &self.request, &self.identity, &self.stopping).await {
             Ok(response) => {
                 let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
                 *current = Auth {
@@ -167,22 +183,32 @@ impl Session {
 }
 
 fn refused(request: &RegisterRequest, e: &ClientError) -> anyhow::Error {
-    anyhow::anyhow!("the hub refused to register node {:?}: {e}", request.name)
+    match e {
+        // At registration a 401 is about the proof, not a token.
+        ClientError::Unauthorized => anyhow::anyhow!(
+            "the hub refused node {:?}'s proof of its key {} (HTTP 401), {MAX_REFUSED_PROOFS} times in a row",
+            request.name,
+            request.public_key
+        ),
+        e => anyhow::anyhow!("the hub refused to register node {:?}: {e}", request.name),
+    }
 }
 
 /// `register`, retried with backoff while the hub is unreachable or failing; one log line per streak.
 async fn register(
     client: &HubClient,
     request: &RegisterRequest,
+    identity: &NodeIdentity,
     stopping: &CancellationToken,
 ) -> Result<RegisterResponse, RegisterError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut streak = FailureStreak::default();
+    let mut refused_proofs = 0;
     loop {
         if stopping.is_cancelled() {
             return Err(RegisterError::ShuttingDown);
         }
-        match client.register(request).await {
+        match register_once(client, request, identity).await {
             Ok(response) => {
                 if let Some(failures) = streak.succeed() {
                     info!(failures, "the hub answers again");
@@ -194,6 +220,10 @@ async fn register(
                     warn!(hub = %client.hub_url(), error = %e, "cannot register with the hub; retrying with backoff");
                 }
             }
+            Err(ClientError::Unauthorized) if refused_proofs + 1 < MAX_REFUSED_PROOFS => {
+                refused_proofs += 1;
+                warn!("the hub refused the registration's proof; retrying with a fresh challenge");
+            }
             Err(e) => return Err(RegisterError::Refused(e)),
         }
         tokio::select! {
@@ -201,6 +231,34 @@ async fn register(
             () = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
+}
+
+/// One registration: a challenge for the node's key, signed into `template`.
+async fn register_once(
+    client: &HubClient,
+    template: &RegisterRequest,
+    identity: &NodeIdentity,
+) -> Result<RegisterResponse, ClientError> {
+    let challenge = client.challenge(identity.public_key()).await?.challenge;
+    let request = signed(template, identity, challenge);
+    client.register(&request).await
+}
+
+/// `template` with `identity`'s proof over `challenge`.
+fn signed(
+    template: &RegisterRequest,
+    identity: &NodeIdentity,
+    challenge: String,
+) -> RegisterRequest {
+    let mut request = template.clone();
+    request.public_key = identity.public_key().to_string();
+    request.signature = identity.sign_registration(
+        &challenge,
+        &request.name,
+        request.operator_address.as_deref(),
+    );
+    request.challenge = challenge;
+    request
 }
 
 #[cfg(test)]
@@ -212,5 +270,33 @@ mod tests {
         assert_eq!(heartbeat_interval(0), Duration::from_secs(1));
         assert_eq!(heartbeat_interval(5), Duration::from_secs(5));
         assert_eq!(heartbeat_interval(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_registration_carries_a_proof_over_its_own_fields() {
+        let identity = NodeIdentity::generate();
+        let template = RegisterRequest {
+            name: "gn-a".into(),
+            region: "eu-west".into(),
+            operator_address: Some("cosmos1qqqqqq".into()),
+            price_per_gpu_hour: "1.00".parse().unwrap(),
+            gpus: Vec::new(),
+            capabilities: vec!["builtin:sleep".into()],
+            simulated: true,
+            agent_version: None,
+            public_key: String::new(),
+            challenge: String::new(),
+            signature: String::new(),
+        };
+        let challenge = "ab".repeat(32);
+        let request = signed(&template, &identity, challenge.clone());
+        assert_eq!(request.public_key, identity.public_key());
+        assert_eq!(request.challenge, challenge);
+        let message = crds::agent::register_message(&challenge, "gn-a", Some("cosmos1qqqqqq"));
+        assert!(crate::identity::verify(
+            identity.public_key(),
+            message.as_bytes(),
+            &request.signature
+        ));
     }
 }

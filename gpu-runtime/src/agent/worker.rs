@@ -33,7 +33,20 @@ enum Delivery {
 /// Runs `assignment` until it ends or `stop` fires, then reports the outcome until acknowledged.
 pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: CancellationToken) {
     let id = assignment.id.as_str();
-    info!(workload = %assignment.workload.capability(), gpus = assignment.gpus.len(), "starting");
+    // A retried attempt says so, and where it resumes from, so an operator reading the node's log
+    // can tell a resumed worker from a fresh one.
+    let resume_from = assignment
+        .env
+        .iter()
+        .find(|v| v.name == crds::agent::CHECKPOINT_URI_ENV)
+        .map(|v| v.value.as_str());
+    info!(
+        workload = %assignment.workload.capability(),
+        gpus = assignment.gpus.len(),
+        attempt = assignment.attempt,
+        resume_from = resume_from.unwrap_or("-"),
+        "starting"
+    );
     shared.held.set_state(id, WorkerState::Running);
 
     // The Running report goes first, so the hub's start time (what usage is metered from) is never
