@@ -139,6 +139,12 @@ pub struct AgentArgs {
     /// missing. The hub binds the node's name to this key: keep the file, or the name is lost.
     #[arg(long, env = "AGORA_NODE_KEY", default_value = "./agora-node.key")]
     pub key: PathBuf,
+    /// Trust only this CA (PEM) for the hub's certificate instead of the system's roots.
+    #[arg(long, env = "AGORA_HUB_CA")]
+    pub hub_ca: Option<PathBuf>,
+    /// Allow a plain `http://` hub beyond loopback (behind a trusted network only).
+    #[arg(long)]
+    pub allow_plain_http: bool,
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -219,6 +225,12 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--simulate-gpus {:?}", args.simulate_gpus))?;
     let identity = gpu_runtime::identity::NodeIdentity::load_or_create(&args.key)
         .with_context(|| format!("--key {}", args.key.display()))?;
+    let mut trust = match &args.hub_ca {
+        Some(ca) => gpu_runtime::client::HubTrust::from_ca_file(ca)
+            .with_context(|| format!("--hub-ca {}", ca.display()))?,
+        None => gpu_runtime::client::HubTrust::default(),
+    };
+    trust.allow_plain_http = args.allow_plain_http;
     let config = gpu_runtime::agent::AgentConfig {
         hub_url: args.hub,
         name,
@@ -229,6 +241,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         simulated: true,
         operator_address: args.operator_address,
         identity,
+        trust,
     };
     gpu_runtime::agent::run(config, shutdown_signal()).await
 }

@@ -95,6 +95,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             simulated: true,
             operator_address: None,
             identity,
+            // The dev hub speaks plain HTTP on whatever address it was given.
+            trust: gpu_runtime::client::HubTrust {
+                allow_plain_http: true,
+                ..Default::default()
+            },
         };
         fleet_lines.push(format!(
             "  {name:<10} {region:<13} {gpus:<13} {price}/GPU-hour (simulated GPUs)"

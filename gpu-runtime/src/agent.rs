@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub operator_address: Option<String>,
     /// The node's key: registration proves the agent holds it, and the hub binds the name to it.
     pub identity: NodeIdentity,
+    /// How the hub's certificate is checked (and whether plain HTTP beyond loopback is allowed).
+    pub trust: HubTrust,
 }
 
 impl AgentConfig {
@@ -109,7 +111,7 @@ async fn run_node(
 ) -> anyhow::Result<()> {
     // Until the agent's config carries `--hub-ca` / `--allow-plain-http`: the system's roots, and
     // plain HTTP on loopback only.
-    let client = HubClient::new(&config.hub_url, &HubTrust::default())?;
+    let client = HubClient::new(&config.hub_url, &config.trust)?;
     let stopping = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -288,6 +290,7 @@ mod tests {
             simulated: true,
             operator_address: None,
             identity: NodeIdentity::generate(),
+            trust: HubTrust::default(),
         }
     }
 
