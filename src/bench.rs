@@ -10,6 +10,32 @@ use scheduler::bench::scale;
 pub enum Bench {
     /// Placement quality and speed: the DT-FM scenarios and the 10,000-node scale scenario.
     Scheduler(SchedulerArgs),
+    /// A real hub on loopback over real HTTP: heartbeats/s, submissions/s, submit→Scheduled
+    /// latency, with simulated agents and users in this process (rate limits off).
+    Hub(HubBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HubBenchArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run on this PostgreSQL server: a fresh database is created beside the one the URL names
+    /// and dropped afterwards. Without it, a temporary SQLite database.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Length of each measured phase (heartbeats, paced submissions, sustained submissions).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub seconds: u64,
+    /// Simulated agents, each with 8 simulated H100s.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub agents: u64,
+    /// Submissions per second in the submit→Scheduled phase.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+    /// Requests in flight in the as-fast-as-possible phases.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: u64,
 }
 
 #[derive(Args, Debug)]
@@ -31,10 +57,77 @@ pub struct SchedulerArgs {
     pub gangs: usize,
 }
 
-pub fn run(bench: Bench) -> anyhow::Result<()> {
+pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Scheduler(args) => scheduler(args),
+        Bench::Hub(args) => hub(args).await,
     }
+}
+
+async fn hub(args: HubBenchArgs) -> anyhow::Result<()> {
+    let options = api::bench::Options {
+        postgres_url: args.database_url.clone(),
+        seconds: args.seconds,
+        agents: usize::try_from(args.agents)?,
+        rate: args.rate,
+        concurrency: usize::try_from(args.concurrency)?,
+    };
+    let json = args.json;
+    let progress = move |what: &str| {
+        if !json {
+            eprintln!("{what}…");
+        }
+    };
+    let report = api::bench::run(options, &progress).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let backend = match report.backend {
+        "postgres" => "PostgreSQL",
+        _ => "SQLite",
+    };
+    println!(
+        "Hub on {backend}, {} agents ({} simulated GPUs), {} s per phase, {} requests in flight",
+        report.agents, report.gpus, report.seconds, report.concurrency
+    );
+    println!("{:<34} {:>10}  target", "", "measured");
+    println!(
+        "{:<34} {:>10.0}",
+        "registrations/s", report.registrations_per_s
+    );
+    println!(
+        "{:<34} {:>10.0}  ≥ 10,000 on PostgreSQL",
+        "heartbeats/s", report.heartbeats_per_s
+    );
+    println!(
+        "{:<34} {:>10.0}  ≥ 2,000 on PostgreSQL",
+        "submissions/s", report.submit_per_s
+    );
+    let latency = format!("submit→Scheduled at {:.0}/s, p50 ms", report.achieved_rate);
+    println!("{latency:<34} {:>10.1}", report.scheduled_p50_ms);
+    println!(
+        "{:<34} {:>10.1}  ≤ 50 at 1,000/s with 1,000 agents",
+        "submit→Scheduled p99 ms", report.scheduled_p99_ms
+    );
+    println!(
+        "{:<34} {:>10.1}",
+        "submit→Scheduled max ms", report.scheduled_max_ms
+    );
+    println!(
+        "{:<34} {:>10.1}",
+        "submission round trip p99 ms", report.submit_response_p99_ms
+    );
+    println!(
+        "{} jobs submitted ({} paced at {}/s, {} as fast as answered); {} paced jobs unplaced; {} failed requests",
+        report.jobs,
+        report.scheduled_jobs,
+        report.rate,
+        report.submissions,
+        report.unscheduled,
+        report.failed_requests
+    );
+    Ok(())
 }
 
 fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {

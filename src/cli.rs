@@ -171,7 +171,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crds::manifests::all_yaml()?);
             Ok(())
         }
-        Command::Bench(bench) => crate::bench::run(bench),
+        Command::Bench(bench) => crate::bench::run(bench).await,
         Command::Openapi => {
             println!(
                 "{}",

@@ -227,3 +227,45 @@ fn the_scheduler_benchmark_reports_its_contract() {
     }
     assert_eq!(report["gang"]["gpus"], 64);
 }
+
+/// `agora bench hub --json` runs a real hub with simulated agents and users over loopback and
+/// reports the keys scripts rely on. A small run (20 agents, 1 s phases, 50 paced jobs) keeps it
+/// quick in a debug build; the figures themselves are only checked to be there and positive.
+#[test]
+fn the_hub_benchmark_reports_its_contract() {
+    let out = agora(&[
+        "--log",
+        "warn",
+        "bench",
+        "hub",
+        "--json",
+        "--seconds",
+        "1",
+        "--agents",
+        "20",
+        "--rate",
+        "50",
+    ]);
+    assert!(out.success, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    assert_eq!(report["backend"], "sqlite", "{report}");
+    for key in [
+        "submit_per_s",
+        "scheduled_p50_ms",
+        "scheduled_p99_ms",
+        "heartbeats_per_s",
+        "agents",
+        "jobs",
+        "seconds",
+    ] {
+        let value = report[key].as_f64();
+        assert!(
+            value.is_some_and(|v| v > 0.0),
+            "{key} should be a positive number: {report}"
+        );
+    }
+    assert_eq!(report["agents"], 20, "{report}");
+    assert_eq!(report["scheduled_jobs"], 50, "{report}");
+    assert_eq!(report["unscheduled"], 0, "every paced job fits: {report}");
+    assert_eq!(report["failed_requests"], 0, "{report}");
+}

@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod bench;
 pub mod bootstrap;
 pub mod client;
 pub mod error;
 mod extract;
 pub mod ids;
+pub mod leader;
 pub mod lifecycle;
 pub mod liveness;
 pub mod market;

@@ -14,8 +14,9 @@
 use std::time::Duration;
 
 use crate::{
+    leader::Leadership,
     state::AppState,
-    store::{StoreError, now_ms},
+    store::{Fence, StoreError, now_ms},
 };
 
 /// Most overdue jobs handled in one sweep; the next sweep takes the rest.
@@ -36,28 +37,52 @@ pub fn interval(node_timeout: Duration) -> Duration {
     (node_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
-/// Sweeps until shutdown.
-pub async fn run(state: AppState) {
+/// Sweeps until shutdown, while this replica leads (see [`crate::leader`]); returns once the lease
+/// is released, so the hub closes its store after.
+pub async fn run(state: AppState, mut leadership: Leadership) {
     let mut shutdown = state.shutdown.clone();
     let every = interval(state.settings.node_timeout);
     loop {
         if *shutdown.borrow() {
-            return;
+            break;
         }
-        match sweep_once(&state).await {
-            Ok(sweep) if sweep != Sweep::default() => tracing::debug!(?sweep, "liveness sweep"),
+        match sweep_if_leader(&state, &leadership).await {
+            Ok(Some(sweep)) if sweep != Sweep::default() => {
+                tracing::debug!(?sweep, "liveness sweep")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "liveness sweep failed; retrying"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => {}
+            () = leadership.changed() => {}
         }
     }
+    leadership.stopped().await;
 }
 
-/// One sweep: loses the work of silent nodes and fails overdue jobs.
+/// One sweep if this replica leads now, with lost workers fenced by the lease's epoch; `None`,
+/// doing nothing, if it does not lead.
+pub async fn sweep_if_leader(
+    state: &AppState,
+    leadership: &Leadership,
+) -> Result<Option<Sweep>, StoreError> {
+    let Some(fence) = leadership.fence() else {
+        return Ok(None);
+    };
+    sweep_fenced(state, Some(&fence)).await.map(Some)
+}
+
+/// One sweep, unfenced (a lone hub, tests): loses the work of silent nodes and fails overdue jobs.
 pub async fn sweep_once(state: &AppState) -> Result<Sweep, StoreError> {
+    sweep_fenced(state, None).await
+}
+
+/// One sweep whose lost workers are marked only under `fence` (always, without one). Expiring
+/// overdue jobs is not fenced: it is a compare-and-set on a deadline that has passed, right
+/// whoever does it.
+pub async fn sweep_fenced(state: &AppState, fence: Option<&Fence>) -> Result<Sweep, StoreError> {
     let now = now_ms();
     let timeout = state.settings.node_timeout;
     let cutoff = now.saturating_sub(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
@@ -66,7 +91,7 @@ pub async fn sweep_once(state: &AppState) -> Result<Sweep, StoreError> {
     for (node, job) in state.store.work_on_silent_nodes(cutoff).await? {
         let lost = state
             .store
-            .lose_assignments(&node, &job, cutoff, &silence)
+            .lose_assignments_fenced(&node, &job, cutoff, &silence, fence)
             .await?;
         if !lost.is_empty() {
             tracing::warn!(%node, %job, assignments = ?lost, "node lost: no heartbeat for more than {silence}");

@@ -10,8 +10,9 @@ use std::sync::Mutex;
 use scheduler::pricing::{ClassPrice, ClassUsage, PriceBook, PricingParams};
 
 use crate::{
+    leader::Leadership,
     state::AppState,
-    store::{NodeRow, Store, StoreError, now_ms},
+    store::{Fence, NodeRow, Store, StoreError, now_ms},
     views::node_ready,
 };
 
@@ -51,22 +52,60 @@ impl Market {
     }
 }
 
-/// Advances the prices every `price_epoch` until shutdown.
-pub async fn run(state: AppState) {
+/// Advances the prices every `price_epoch` until shutdown, while this replica leads (see
+/// [`crate::leader`]). Followers instead reload the book from the store each epoch, so their quotes
+/// follow the leader's prices; a replica that becomes leader reloads it at once (the last leader's
+/// final epoch is saved by then: its fenced save cannot commit after the lease moved) and waits a
+/// whole epoch before moving prices, so a failover never moves them twice in one epoch. Returns
+/// once the lease is released, so the hub closes its store after.
+pub async fn run(state: AppState, mut leadership: Leadership) {
     let mut shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(state.settings.price_epoch) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
+            () = leadership.changed() => {
+                if leadership.is_leader()
+                    && let Err(e) = reload(&state).await
+                {
+                    tracing::warn!(error = %e, "reloading prices on taking the lead failed");
+                }
+                // The epoch's timer starts again from the change.
+                continue;
+            }
         }
-        if let Err(e) = advance_epoch(&state).await {
+        let outcome = match leadership.fence() {
+            Some(fence) => advance_epoch_fenced(&state, Some(&fence)).await.map(|_| ()),
+            None => reload(&state).await,
+        };
+        if let Err(e) = outcome {
             tracing::warn!(error = %e, "pricing epoch failed; prices unchanged");
         }
     }
+    leadership.stopped().await;
 }
 
-/// Ends one epoch: samples utilization, moves the prices, saves them.
+/// Replaces the book with the prices the store holds (the leader's).
+async fn reload(state: &AppState) -> Result<(), StoreError> {
+    let saved = state.store.load_prices().await?;
+    let book = PriceBook::restore(state.market.params(), saved)
+        .map_err(|e| StoreError::Corrupt(format!("saved base prices: {e}")))?;
+    *state.market.lock() = book;
+    Ok(())
+}
+
+/// Ends one epoch, unfenced (a lone hub, tests): samples utilization, moves the prices, saves them.
 pub async fn advance_epoch(state: &AppState) -> Result<Vec<ClassPrice>, StoreError> {
+    Ok(advance_epoch_fenced(state, None).await?.unwrap_or_default())
+}
+
+/// Ends one epoch, saving the prices only under `fence` (always, without one). `None` when the
+/// fence's lease moved on: nothing was saved, and the book is reloaded from the store, where the
+/// new leader keeps the prices.
+pub async fn advance_epoch_fenced(
+    state: &AppState,
+    fence: Option<&Fence>,
+) -> Result<Option<Vec<ClassPrice>>, StoreError> {
     let rows = state.store.all_nodes().await?;
     let usage = usage(
         &rows,
@@ -78,8 +117,12 @@ pub async fn advance_epoch(state: &AppState) -> Result<Vec<ClassPrice>, StoreErr
         book.advance_epoch(&usage);
         book.snapshot()
     };
-    state.store.save_prices(&prices).await?;
-    Ok(prices)
+    if state.store.save_prices_fenced(&prices, fence).await? {
+        Ok(Some(prices))
+    } else {
+        reload(state).await?;
+        Ok(None)
+    }
 }
 
 /// Allocated and offered GPUs per class, as GPU counts (the book only uses their ratio).

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub placements: Counter,
     pub unschedulable: Family<Labels, Counter>,
     pub scheduling_cycle: Histogram,
+    /// 1 while this replica holds the leader lease (see `leader`), by holder.
+    pub leader: Family<Labels, Gauge>,
     jobs: Family<Labels, Gauge>,
     nodes: Family<Labels, Gauge>,
     gpus: Family<Labels, Gauge>,
@@ -82,6 +84,12 @@ impl Metrics {
             "Time of one scheduling cycle",
             scheduling_cycle.clone(),
         );
+        let leader = Family::<Labels, Gauge>::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease and runs the background loops",
+            leader.clone(),
+        );
         let jobs = Family::<Labels, Gauge>::default();
         registry.register("jobs", "Jobs by phase", jobs.clone());
         let nodes = Family::<Labels, Gauge>::default();
@@ -104,6 +112,7 @@ impl Metrics {
             placements,
             unschedulable,
             scheduling_cycle,
+            leader,
             jobs,
             nodes,
             gpus,

@@ -10,25 +10,28 @@ use scheduler::{GpuView, Index, Network, NodeKey, NodeView, Request, Weights};
 
 use crate::{
     ids,
+    leader::Leadership,
     routes::parse_capability,
     state::AppState,
-    store::{NewAssignment, NodeRow, StoreError, now_ms},
+    store::{Fence, NewAssignment, NodeRow, StoreError, now_ms},
     views::node_ready,
 };
 
 /// Most pending jobs considered in one cycle.
 const BATCH: u32 = 256;
 
-/// Runs scheduling cycles until shutdown: on every wake-up (a job arrived, GPUs were freed, a node
-/// registered) and at least every `schedule_interval`.
-pub async fn run(state: AppState) {
+/// Runs scheduling cycles until shutdown, while this replica leads (see [`crate::leader`]): on
+/// every wake-up (a job arrived, GPUs were freed, a node registered), when it becomes leader, and
+/// at least every `schedule_interval`. Followers wait; jobs submitted to them are placed by the
+/// leader's next cycle. Returns once the lease is released, so the hub closes its store after.
+pub async fn run(state: AppState, mut leadership: Leadership) {
     let mut shutdown = state.shutdown.clone();
     loop {
         if *shutdown.borrow() {
-            return;
+            break;
         }
-        match schedule_once(&state).await {
-            Ok(placed) if placed > 0 => tracing::debug!(placed, "scheduling cycle"),
+        match schedule_if_leader(&state, &leadership).await {
+            Ok(Some(placed)) if placed > 0 => tracing::debug!(placed, "scheduling cycle"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "scheduling cycle failed; retrying"),
         }
@@ -36,12 +39,32 @@ pub async fn run(state: AppState) {
             _ = state.wake_scheduler.notified() => {}
             _ = tokio::time::sleep(state.settings.schedule_interval) => {}
             _ = shutdown.changed() => {}
+            () = leadership.changed() => {}
         }
     }
+    leadership.stopped().await;
 }
 
-/// One scheduling cycle; returns how many jobs it placed.
+/// One scheduling cycle if this replica leads now, its placements fenced by the lease's epoch (a
+/// cycle that outlives the leadership places nothing); `None`, doing nothing, if it does not lead.
+pub async fn schedule_if_leader(
+    state: &AppState,
+    leadership: &Leadership,
+) -> Result<Option<usize>, StoreError> {
+    let Some(fence) = leadership.fence() else {
+        return Ok(None);
+    };
+    schedule_fenced(state, Some(&fence)).await.map(Some)
+}
+
+/// One scheduling cycle, unfenced (a lone hub, tests); returns how many jobs it placed.
 pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
+    schedule_fenced(state, None).await
+}
+
+/// One scheduling cycle whose placements apply only under `fence` (always, without one); returns
+/// how many jobs it placed.
+pub async fn schedule_fenced(state: &AppState, fence: Option<&Fence>) -> Result<usize, StoreError> {
     let started = Instant::now();
     let jobs = state.store.pending_jobs(BATCH).await?;
     if jobs.is_empty() {
@@ -76,7 +99,7 @@ pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
                     .collect();
                 if state
                     .store
-                    .place_job(&job.id, job.attempt, &workers)
+                    .place_job_fenced(&job.id, job.attempt, &workers, fence)
                     .await?
                 {
                     placed += 1;

@@ -298,9 +298,10 @@ impl RunningHub {
                 })
             }
         };
-        let scheduler = tokio::spawn(scheduling::run(state.clone()));
-        let pricing = tokio::spawn(market::run(state.clone()));
-        let liveness = tokio::spawn(liveness::run(state.clone()));
+        let leadership = crate::leader::Leadership::start(&state);
+        let scheduler = tokio::spawn(scheduling::run(state.clone(), leadership.clone()));
+        let pricing = tokio::spawn(market::run(state.clone(), leadership.clone()));
+        let liveness = tokio::spawn(liveness::run(state.clone(), leadership));
         tracing::info!(%addr, https, "hub serving");
         Ok(Self {
             addr,

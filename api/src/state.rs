@@ -26,6 +26,17 @@ pub struct HubSettings {
     pub pricing: scheduler::pricing::PricingParams,
     /// Requests per second and bursts per API key, node token and client address (per replica).
     pub rate_limits: RateLimits,
+    /// How long the leader lease lasts without renewal: when the leader dies or loses the
+    /// database, another replica takes the background loops over after at most this long.
+    pub lease_ttl: Duration,
+    /// How often a replica tries to take or renew the leader lease. Well below `lease_ttl`, so a
+    /// few failed renewals in a row do not cost the lease; the leader stops leading `lease_renew`
+    /// before its lease would run out, so it is never still leading when a successor starts.
+    pub lease_renew: Duration,
+    /// The name this replica holds the lease under (a pod name, say); `None` makes one up from
+    /// the host name, the process id and a random suffix, unique per start. It must be unique
+    /// among replicas running at once: two replicas under one name would both lead.
+    pub lease_holder: Option<String>,
 }
 
 impl Default for HubSettings {
@@ -39,6 +50,9 @@ impl Default for HubSettings {
             price_epoch: Duration::from_secs(60),
             pricing: scheduler::pricing::PricingParams::default(),
             rate_limits: RateLimits::default(),
+            lease_ttl: Duration::from_secs(10),
+            lease_renew: Duration::from_secs(2),
+            lease_holder: None,
         }
     }
 }

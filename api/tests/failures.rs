@@ -564,7 +564,7 @@ backend_tests! {
         assert_eq!(scheduling::schedule_once(&state).await.unwrap(), 1);
         let id = id_of(&offered(&app, &nodes[0], &job).await);
         reported(&app, &nodes[0], &id, "Running").await;
-        let loop_task = tokio::spawn(liveness::run(state.clone()));
+        let loop_task = tokio::spawn(liveness::run(state.clone(), api::leader::Leadership::start(&state)));
         let (app_ref, key_ref, job_ref) = (&app, &key, &job);
         let body = eventually("the loop to lose the silent node's work", Duration::from_secs(20), move || async move {
             let body = get_job(app_ref, key_ref, job_ref).await;

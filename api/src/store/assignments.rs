@@ -10,6 +10,7 @@ use sqlx::{Any, Row, Transaction};
 use super::{
     Result, Store, StoreError, is_unique_violation,
     jobs::{AttemptFailure, fail_attempt, insert_event, lock_job, transition},
+    leases::{Fence, check_fence},
     nodes::micros,
     now_ms,
     rows::*,
@@ -62,6 +63,18 @@ impl Store {
         attempt: u32,
         workers: &[NewAssignment],
     ) -> Result<bool> {
+        self.place_job_fenced(job_id, attempt, workers, None).await
+    }
+
+    /// [`Store::place_job`] under `fence`: also returns false, writing nothing, when the fence's
+    /// lease has moved on (the scheduling loop's replica is no longer the leader).
+    pub async fn place_job_fenced(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        workers: &[NewAssignment],
+        fence: Option<&Fence>,
+    ) -> Result<bool> {
         let now = now_ms();
         let price = workers.iter().map(|w| w.price_micros).max().unwrap_or(0);
         let nodes: Vec<&str> = {
@@ -79,6 +92,9 @@ impl Store {
             nodes.join(", ")
         );
         let mut tx = self.write_tx().await?;
+        if !check_fence(&mut tx, fence).await? {
+            return Ok(false);
+        }
         let moved = sqlx::query(
             "UPDATE jobs SET phase = 'Scheduled', attempt = attempt + 1, scheduled_at = $3, started_at = NULL, \
              deadline_at = NULL, price_micros = $4, reason = 'Placed', message = $5 \
@@ -363,7 +379,24 @@ impl Store {
         cutoff: i64,
         silence: &str,
     ) -> Result<Vec<String>> {
+        self.lose_assignments_fenced(node, job_id, cutoff, silence, None)
+            .await
+    }
+
+    /// [`Store::lose_assignments`] under `fence`: marks nothing when the fence's lease has moved on
+    /// (the liveness loop's replica is no longer the leader).
+    pub async fn lose_assignments_fenced(
+        &self,
+        node: &str,
+        job_id: &str,
+        cutoff: i64,
+        silence: &str,
+        fence: Option<&Fence>,
+    ) -> Result<Vec<String>> {
         let mut tx = self.write_tx().await?;
+        if !check_fence(&mut tx, fence).await? {
+            return Ok(Vec::new());
+        }
         if lock_job(&mut tx, job_id).await?.is_none() {
             return Ok(Vec::new());
         }

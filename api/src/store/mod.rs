@@ -9,6 +9,7 @@
 mod assignments;
 mod jobs;
 mod keys;
+mod leases;
 mod nodes;
 mod prices;
 mod rows;
@@ -24,6 +25,7 @@ pub use self::{
     assignments::{AssignmentOutcome, CheckpointOutcome, NewAssignment},
     jobs::{CancelOutcome, NewJob, SubmitOutcome},
     keys::{ApiKeyInfo, KEY_PREFIX_CHARS, RevokeOutcome, hash_secret},
+    leases::{Fence, Lease},
     nodes::Registration,
     rows::{AssignmentRow, Checkpoint, EventRow, JobRow, NodeRow},
 };

@@ -3,7 +3,11 @@
 use scheduler::pricing::ClassPrice;
 use sqlx::Row;
 
-use super::{Result, Store, StoreError, now_ms};
+use super::{
+    Result, Store, StoreError,
+    leases::{Fence, check_fence},
+    now_ms,
+};
 
 impl Store {
     /// The base prices the last epoch left.
@@ -31,8 +35,21 @@ impl Store {
 
     /// Records an epoch's prices, all classes in one transaction.
     pub async fn save_prices(&self, prices: &[ClassPrice]) -> Result<()> {
+        self.save_prices_fenced(prices, None).await.map(|_| ())
+    }
+
+    /// [`Store::save_prices`] under `fence`: returns false, saving nothing, when the fence's lease
+    /// has moved on (the pricing loop's replica is no longer the leader).
+    pub async fn save_prices_fenced(
+        &self,
+        prices: &[ClassPrice],
+        fence: Option<&Fence>,
+    ) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        if !check_fence(&mut tx, fence).await? {
+            return Ok(false);
+        }
         for price in prices {
             sqlx::query(
                 "INSERT INTO base_prices (gpu_class, base_micros, utilization_bps, change_bps, updated_at) \
@@ -48,6 +65,6 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 }
