@@ -31,7 +31,12 @@ pub async fn run(state: AppState, mut leadership: Leadership) {
             break;
         }
         match schedule_if_leader(&state, &leadership).await {
-            Ok(Some(placed)) if placed > 0 => tracing::debug!(placed, "scheduling cycle"),
+            Ok(Some(placed)) if placed > 0 => {
+                // A cycle that placed something may have left a backlog (it takes at most BATCH
+                // jobs): go again at once rather than waiting for the interval.
+                tracing::debug!(placed, "scheduling cycle");
+                continue;
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "scheduling cycle failed; retrying"),
         }
