@@ -102,28 +102,11 @@ pub fn aggregator(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AskOnly, GpuView, NodeView};
+    use crate::AskOnly;
 
-    fn node(name: &str, gpus: usize) -> NodeView {
-        NodeView {
-            name: name.into(),
-            region: "eu".into(),
-            price_micros: 1_000_000,
-            ready: true,
-            capabilities: vec!["container".into()],
-            gpus: (0..gpus)
-                .map(|i| GpuView {
-                    uuid: format!("{name}-{i}"),
-                    model: "A100-80GB".into(),
-                    memory_gib: 80,
-                    compute_capability: (8, 0),
-                    healthy: true,
-                    allocated: false,
-                })
-                .collect(),
-            reputation_bps: 10_000,
-            ..NodeView::default()
-        }
+    /// A single-region node of `gpus` free A100s.
+    fn node(name: &str, gpus: usize) -> crate::NodeView {
+        crate::fixtures::node(name, "eu", 1_000_000, &vec!["A100-80GB"; gpus], "container")
     }
 
     fn federated(sites: &[&str]) -> Request {

@@ -290,27 +290,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str, region: &str, ask: u64, models: &[&str]) -> NodeView {
-        NodeView {
-            name: name.into(),
-            region: region.into(),
-            price_micros: ask,
-            ready: true,
-            capabilities: vec!["builtin:sleep".into()],
-            gpus: models
-                .iter()
-                .enumerate()
-                .map(|(i, m)| GpuView {
-                    uuid: format!("{name}-{i}"),
-                    model: (*m).into(),
-                    memory_gib: 80,
-                    compute_capability: (9, 0),
-                    healthy: true,
-                    allocated: false,
-                })
-                .collect(),
-            reputation_bps: 10_000,
-            ..NodeView::default()
-        }
+        crate::fixtures::node(name, region, ask, models, "builtin:sleep")
     }
 
     fn listed(index: &Index, region: &str, model: &str) -> Vec<String> {

@@ -11,6 +11,8 @@
 pub mod bench;
 pub mod cost;
 pub mod federated;
+#[cfg(test)]
+mod fixtures;
 pub mod gang;
 pub mod index;
 pub mod inputs;

@@ -68,28 +68,11 @@ pub fn release(index: &mut Index, slots: &[Slot]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AskOnly, GpuView, NodeView, Unmeasured};
+    use crate::{AskOnly, Unmeasured};
 
-    fn node(name: &str, gpus: usize) -> NodeView {
-        NodeView {
-            name: name.into(),
-            region: "eu".into(),
-            price_micros: 1_000_000,
-            ready: true,
-            capabilities: vec!["builtin:sleep".into()],
-            gpus: (0..gpus)
-                .map(|i| GpuView {
-                    uuid: format!("{name}-{i}"),
-                    model: "H100".into(),
-                    memory_gib: 80,
-                    compute_capability: (9, 0),
-                    healthy: true,
-                    allocated: false,
-                })
-                .collect(),
-            reputation_bps: 10_000,
-            ..NodeView::default()
-        }
+    /// A single-region node of `gpus` free H100s.
+    fn node(name: &str, gpus: usize) -> crate::NodeView {
+        crate::fixtures::node(name, "eu", 1_000_000, &vec!["H100"; gpus], "builtin:sleep")
     }
 
     fn request(workers: u32, gpus: u32) -> Request {
