@@ -82,6 +82,46 @@ pub struct ServerArgs {
     /// Seconds without a heartbeat after which a node is NotReady.
     #[arg(long, env = "AGORA_NODE_TIMEOUT_SECONDS", default_value_t = 20)]
     pub node_timeout_seconds: u64,
+    /// How often agents are told to send a heartbeat, in seconds; must be shorter than the node
+    /// timeout (keep the timeout several intervals long).
+    #[arg(
+        long,
+        env = "AGORA_HEARTBEAT_INTERVAL_SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub heartbeat_interval_seconds: u64,
+    /// How long the leader lease lasts without renewal, in seconds: a crashed leader's loops are
+    /// taken over by another replica after at most this long.
+    #[arg(
+        long,
+        env = "AGORA_LEASE_TTL_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(2..)
+    )]
+    pub lease_ttl_seconds: u64,
+    /// How often each replica tries to take or renew the leader lease, in seconds; must be
+    /// shorter than the lease TTL (a leader that cannot renew steps down at TTL minus this).
+    #[arg(
+        long,
+        env = "AGORA_LEASE_RENEW_SECONDS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub lease_renew_seconds: u64,
+    /// Peers each heartbeat answer asks a node to probe (RTT) before its next heartbeat, at most
+    /// 64; 0 turns probing off. The measurements feed the scheduler's network model.
+    #[arg(
+        long,
+        env = "AGORA_PROBE_TARGETS",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(0..=64)
+    )]
+    pub probe_targets: u32,
+    /// This replica's name in the leader lease (the pod name, say); unique among running replicas.
+    /// Default: host name, process id and a random suffix.
+    #[arg(long, env = "AGORA_REPLICA_NAME")]
+    pub replica_name: Option<String>,
     /// Serve HTTPS with this certificate chain (PEM, leaf first).
     #[arg(
         long,
@@ -190,8 +230,29 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         anonymous: args.anonymous_limit.map_or(defaults.anonymous, |s| s.0),
         ..defaults
     };
+    // A node is declared lost after the node timeout without a heartbeat: with heartbeats no more
+    // frequent than that, every node would lose its work between two heartbeats.
+    anyhow::ensure!(
+        args.node_timeout_seconds > args.heartbeat_interval_seconds,
+        "--node-timeout-seconds {} must be longer than the heartbeat interval ({} s), or every node \
+         is lost between two heartbeats; keep it several intervals long (--heartbeat-interval-seconds)",
+        args.node_timeout_seconds,
+        args.heartbeat_interval_seconds
+    );
+    anyhow::ensure!(
+        args.lease_ttl_seconds > args.lease_renew_seconds,
+        "--lease-ttl-seconds {} must be longer than --lease-renew-seconds {}: a leader renews \
+         several times per lease, or one slow renewal costs it the lease",
+        args.lease_ttl_seconds,
+        args.lease_renew_seconds
+    );
     let settings = api::HubSettings {
+        heartbeat_interval: Duration::from_secs(args.heartbeat_interval_seconds),
         node_timeout: Duration::from_secs(args.node_timeout_seconds),
+        lease_ttl: Duration::from_secs(args.lease_ttl_seconds),
+        lease_renew: Duration::from_secs(args.lease_renew_seconds),
+        lease_holder: args.replica_name.clone(),
+        probe_targets: args.probe_targets,
         rate_limits,
         ..api::HubSettings::default()
     };

@@ -167,6 +167,54 @@ fn an_unknown_simulated_gpu_model_is_named() {
     assert!(out.stderr.contains("NoSuchGPU"), "stderr: {}", out.stderr);
 }
 
+#[test]
+fn a_hub_with_timings_that_cannot_work_refuses_to_start() {
+    // Checked before the database is opened: nothing is created at this path.
+    let db = "sqlite:///nonexistent-dir/hub.db";
+    let out = agora(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db,
+        "--lease-ttl-seconds",
+        "3",
+        "--lease-renew-seconds",
+        "3",
+    ]);
+    assert!(
+        !out.success,
+        "started with a lease renewed only as often as it expires"
+    );
+    assert!(
+        out.stderr
+            .contains("--lease-ttl-seconds 3 must be longer than --lease-renew-seconds 3"),
+        "stderr: {}",
+        out.stderr
+    );
+    let out = agora(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db,
+        "--node-timeout-seconds",
+        "5",
+        "--heartbeat-interval-seconds",
+        "5",
+    ]);
+    assert!(
+        !out.success,
+        "started with a node timeout no longer than the heartbeat interval"
+    );
+    assert!(
+        out.stderr
+            .contains("--node-timeout-seconds 5 must be longer"),
+        "stderr: {}",
+        out.stderr
+    );
+}
+
 /// `agora bench scheduler --json` reports the keys scripts rely on, and its figures hold together:
 /// every job placed, ours no farther from users than the network-oblivious baseline.
 #[test]

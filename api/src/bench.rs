@@ -553,6 +553,7 @@ async fn register(client: &Client, i: usize) -> anyhow::Result<Agent> {
         challenge: challenge.challenge,
         signature: hex::encode(signature.to_bytes()),
         name,
+        probe_address: None,
     };
     let answer = client
         .post(

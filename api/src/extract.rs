@@ -15,7 +15,7 @@ use std::{
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
-use crate::{error::ApiError, state::AppState, store::hash_secret};
+use crate::{error::ApiError, state::AppState};
 
 /// A JSON body checked against `T`'s published schema (the one in `/openapi.json`) and then
 /// deserialized: malformed JSON is a 400, a document that breaks the schema a 422 naming the field,
@@ -102,6 +102,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // No id or name holds a NUL, and PostgreSQL cannot even compare text with one (the query
+        // fails): refuse it here rather than answer 500. A NUL reaches a path only as `%00`, and
+        // only in a parameter, since no route's fixed part has one.
+        if parts.uri.path().to_ascii_lowercase().contains("%00") {
+            return Err(ApiError::bad_request(
+                "invalid_path",
+                "a path parameter must not contain a NUL character (%00)",
+            ));
+        }
         let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
@@ -197,7 +206,7 @@ where
                 "send the node token from /v1/agent/register as `Authorization: Bearer <token>`"
                     .into(),
         })?;
-        match state.store.node_for_token(&hash_secret(token)).await? {
+        match state.sessions.node_for_token(&state.store, token).await? {
             Some(node) => Ok(AgentNode(node)),
             None => Err(ApiError::Unauthenticated {
                 message: "unknown or superseded node token; register again".into(),

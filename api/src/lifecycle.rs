@@ -1,26 +1,136 @@
 //! The legal state changes of jobs and assignments, in one place.
 //!
-//! The store applies every change as a compare-and-set on the current state, so two hub tasks (or
-//! replicas) racing on one job cannot both win; this module says which changes may be tried.
+//! A job's phase changes only by a [`JobTransition`]: a named move with the phases it may leave and
+//! the one it enters, so a change the lifecycle does not allow cannot even be written down. The
+//! store applies each as a compare-and-set on exactly those phases, so two hub tasks (or replicas)
+//! racing on one job cannot both win. docs/architecture.md ("Job lifecycle") shows the same table;
+//! a test below keeps the two equal.
 
 use crds::v1alpha1::JobPhase;
 
-/// Whether a job may move from `from` to `to`.
-pub fn job_transition_allowed(from: JobPhase, to: JobPhase) -> bool {
-    use JobPhase::*;
-    matches!(
-        (from, to),
-        (Pending, Scheduled | Failed | Cancelled)
-            | (
-                Scheduled,
-                Running | Succeeded | Failed | Cancelled | Pending
-            )
-            | (
-                Running,
-                Verifying | Succeeded | Failed | Cancelled | Pending
-            )
-            | (Verifying, Succeeded | Failed | Cancelled)
-    )
+/// Why a job attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// A worker exited non-zero or could not start, or its agent no longer holds it.
+    WorkerFailed,
+    /// A worker's node stopped sending heartbeats for longer than the node timeout.
+    NodeLost,
+    /// The job ran for its whole `maxRuntime`.
+    DeadlineExceeded,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 3] = [
+        FailureReason::WorkerFailed,
+        FailureReason::NodeLost,
+        FailureReason::DeadlineExceeded,
+    ];
+
+    /// The reason as events and the job's status name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::WorkerFailed => "WorkerFailed",
+            FailureReason::NodeLost => "NodeLost",
+            FailureReason::DeadlineExceeded => "DeadlineExceeded",
+        }
+    }
+
+    /// Whether another attempt could do better. Not after `DeadlineExceeded`: a retry would only
+    /// run as long again.
+    pub fn retryable(self) -> bool {
+        !matches!(self, FailureReason::DeadlineExceeded)
+    }
+}
+
+/// A legal move of a job from one phase to another: the only way the store changes a job's phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobTransition {
+    /// The scheduler placed a new attempt: Pending → Scheduled.
+    Place,
+    /// Every worker of the attempt reported running: Scheduled → Running.
+    Start,
+    /// The workers are done and the job asked for verification: Running → Verifying. Verification
+    /// does not exist yet; the phase and its exits are in place for it.
+    Verify,
+    /// Every worker exited successfully (and verification, when asked, agreed): → Succeeded. Also
+    /// from Scheduled, when the workers ended before all of them reported running.
+    Succeed,
+    /// The attempt failed and another one may follow: → Pending, to be placed again elsewhere.
+    Retry,
+    /// The attempt failed and no other may follow (attempts used up, or a failure a retry cannot
+    /// mend): → Failed.
+    Fail(FailureReason),
+    /// The user cancelled the job: any phase that is not final → Cancelled.
+    Cancel,
+}
+
+impl JobTransition {
+    /// Every transition (`Fail` once per reason).
+    pub const ALL: [JobTransition; 9] = [
+        JobTransition::Place,
+        JobTransition::Start,
+        JobTransition::Verify,
+        JobTransition::Succeed,
+        JobTransition::Retry,
+        JobTransition::Fail(FailureReason::WorkerFailed),
+        JobTransition::Fail(FailureReason::NodeLost),
+        JobTransition::Fail(FailureReason::DeadlineExceeded),
+        JobTransition::Cancel,
+    ];
+
+    /// The phases this transition may leave. Never a final one, nor the one it enters.
+    pub fn from_phases(self) -> &'static [JobPhase] {
+        use JobPhase::*;
+        match self {
+            JobTransition::Place => &[Pending],
+            JobTransition::Start => &[Scheduled],
+            JobTransition::Verify => &[Running],
+            JobTransition::Succeed => &[Scheduled, Running, Verifying],
+            JobTransition::Retry => &[Scheduled, Running],
+            JobTransition::Fail(_) => &[Scheduled, Running, Verifying],
+            JobTransition::Cancel => &[Pending, Scheduled, Running, Verifying],
+        }
+    }
+
+    /// The phase this transition enters.
+    pub fn to(self) -> JobPhase {
+        match self {
+            JobTransition::Place => JobPhase::Scheduled,
+            JobTransition::Start => JobPhase::Running,
+            JobTransition::Verify => JobPhase::Verifying,
+            JobTransition::Succeed => JobPhase::Succeeded,
+            JobTransition::Retry => JobPhase::Pending,
+            JobTransition::Fail(_) => JobPhase::Failed,
+            JobTransition::Cancel => JobPhase::Cancelled,
+        }
+    }
+
+    /// The reason its event and the job's status give.
+    pub fn reason(self) -> &'static str {
+        match self {
+            JobTransition::Place => "Placed",
+            JobTransition::Start => "Started",
+            JobTransition::Verify => "Verifying",
+            JobTransition::Succeed => "Completed",
+            JobTransition::Retry => "Retrying",
+            JobTransition::Fail(reason) => reason.as_str(),
+            JobTransition::Cancel => "Cancelled",
+        }
+    }
+
+    /// The phase a job in `from` moves to by this transition, or None when the transition may not
+    /// leave `from`.
+    pub fn apply(self, from: JobPhase) -> Option<JobPhase> {
+        self.from_phases().contains(&from).then(|| self.to())
+    }
+
+    /// Whether the job's live workers are to be stopped: its attempt is over without them.
+    pub fn stops_workers(self) -> bool {
+        matches!(
+            self,
+            JobTransition::Retry | JobTransition::Fail(_) | JobTransition::Cancel
+        )
+    }
 }
 
 /// The hub's view of one assignment.
@@ -143,28 +253,160 @@ mod tests {
     use super::*;
     use crds::agent::WorkerState;
 
+    use std::collections::{BTreeMap, BTreeSet};
+
     #[test]
-    fn final_job_phases_never_change() {
-        for from in JobPhase::ALL.into_iter().filter(|p| p.is_final()) {
-            for to in JobPhase::ALL {
-                assert!(
-                    !job_transition_allowed(from, to),
-                    "{from} -> {to} must be impossible"
+    fn every_transition_from_every_phase_yields_its_documented_target_or_is_refused() {
+        let documented = documented_transitions();
+        for step in JobTransition::ALL {
+            let (sources, target, _) = &documented[&name(step)];
+            for from in JobPhase::ALL {
+                let expected = sources.contains(from.as_str()).then_some(target.as_str());
+                assert_eq!(
+                    step.apply(from).map(JobPhase::as_str),
+                    expected,
+                    "{step:?} from {from}"
                 );
+                assert_ne!(step.apply(from), Some(from), "{step:?} moves the job");
             }
         }
     }
 
     #[test]
+    fn final_job_phases_never_change() {
+        for from in JobPhase::ALL.into_iter().filter(|p| p.is_final()) {
+            for step in JobTransition::ALL {
+                assert_eq!(step.apply(from), None, "{step:?} must not leave {from}");
+            }
+        }
+        for step in JobTransition::ALL {
+            assert!(step.from_phases().iter().all(|p| !p.is_final()), "{step:?}");
+        }
+    }
+
+    #[test]
     fn a_job_only_starts_running_after_it_was_scheduled() {
-        assert!(!job_transition_allowed(
-            JobPhase::Pending,
-            JobPhase::Running
-        ));
-        assert!(job_transition_allowed(
-            JobPhase::Scheduled,
-            JobPhase::Running
-        ));
+        let into_running: Vec<JobPhase> = JobTransition::ALL
+            .into_iter()
+            .filter(|t| t.to() == JobPhase::Running)
+            .flat_map(|t| t.from_phases().iter().copied())
+            .collect();
+        assert_eq!(into_running, [JobPhase::Scheduled]);
+    }
+
+    #[test]
+    fn only_placement_leaves_pending_for_work_and_it_leaves_nothing_else() {
+        // A placement's compare-and-set matches on the transition alone, so its event's `from`
+        // is the one phase it may leave.
+        assert_eq!(JobTransition::Place.from_phases(), [JobPhase::Pending]);
+        let from_pending: BTreeSet<&str> = JobTransition::ALL
+            .into_iter()
+            .filter(|t| t.apply(JobPhase::Pending).is_some())
+            .map(|t| t.to().as_str())
+            .collect();
+        assert_eq!(from_pending, BTreeSet::from(["Cancelled", "Scheduled"]));
+    }
+
+    #[test]
+    fn only_a_deadline_is_not_retried() {
+        for reason in FailureReason::ALL {
+            assert_eq!(
+                reason.retryable(),
+                reason != FailureReason::DeadlineExceeded,
+                "{reason:?}"
+            );
+            assert_eq!(JobTransition::Fail(reason).reason(), reason.as_str());
+        }
+    }
+
+    /// One row of the transition table in docs/architecture.md: the phases it leaves, the one it
+    /// enters, its event reasons.
+    type DocRow = (BTreeSet<String>, String, BTreeSet<String>);
+
+    /// The table of job transitions in docs/architecture.md, by transition name.
+    fn documented_transitions() -> BTreeMap<String, DocRow> {
+        let doc = include_str!("../../docs/architecture.md");
+        let header = "| transition | from | to | event reason |";
+        let table = doc
+            .split_once(header)
+            .expect("docs/architecture.md has the transition table")
+            .1;
+        let cells = |line: &str| -> Vec<String> {
+            line.trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().to_string())
+                .collect()
+        };
+        let list = |cell: &str| -> BTreeSet<String> {
+            cell.split(',')
+                .map(|item| item.trim().trim_matches('`').to_string())
+                .collect()
+        };
+        table
+            .lines()
+            .skip(2) // the header's rest and the separator row
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                let cells = cells(line);
+                assert_eq!(cells.len(), 4, "{line}");
+                (
+                    cells[0].trim_matches('`').to_string(),
+                    (list(&cells[1]), cells[2].clone(), list(&cells[3])),
+                )
+            })
+            .collect()
+    }
+
+    /// A transition's name as the table spells it (`Fail`, whatever its reason).
+    fn name(step: JobTransition) -> String {
+        let debug = format!("{step:?}");
+        debug.split('(').next().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn the_transitions_are_the_documented_ones() {
+        let mut code: BTreeMap<String, DocRow> = BTreeMap::new();
+        for step in JobTransition::ALL {
+            let from = step
+                .from_phases()
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect();
+            let row = code
+                .entry(name(step))
+                .or_insert_with(|| (from, step.to().as_str().to_string(), BTreeSet::new()));
+            row.2.insert(step.reason().to_string());
+        }
+        assert_eq!(code, documented_transitions());
+
+        // The same as (from, to) pairs: what the lifecycle diagram allows, no more, no less.
+        let pairs: BTreeSet<(&str, &str)> = JobTransition::ALL
+            .into_iter()
+            .flat_map(|t| {
+                t.from_phases()
+                    .iter()
+                    .map(move |f| (f.as_str(), t.to().as_str()))
+            })
+            .collect();
+        let expected = BTreeSet::from([
+            ("Pending", "Scheduled"),
+            ("Pending", "Cancelled"),
+            ("Scheduled", "Running"),
+            ("Scheduled", "Succeeded"),
+            ("Scheduled", "Failed"),
+            ("Scheduled", "Pending"),
+            ("Scheduled", "Cancelled"),
+            ("Running", "Verifying"),
+            ("Running", "Succeeded"),
+            ("Running", "Failed"),
+            ("Running", "Pending"),
+            ("Running", "Cancelled"),
+            ("Verifying", "Succeeded"),
+            ("Verifying", "Failed"),
+            ("Verifying", "Cancelled"),
+        ]);
+        assert_eq!(pairs, expected);
     }
 
     #[test]
@@ -220,11 +462,11 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_may_send_its_job_back_to_pending() {
-        assert!(job_transition_allowed(JobPhase::Running, JobPhase::Pending));
-        assert!(job_transition_allowed(
-            JobPhase::Scheduled,
-            JobPhase::Pending
-        ));
+        for from in [JobPhase::Scheduled, JobPhase::Running] {
+            assert_eq!(JobTransition::Retry.apply(from), Some(JobPhase::Pending));
+        }
+        assert_eq!(JobTransition::Retry.apply(JobPhase::Verifying), None);
+        assert!(JobTransition::Retry.stops_workers());
     }
 
     #[test]

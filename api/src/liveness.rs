@@ -88,6 +88,8 @@ pub async fn sweep_fenced(state: &AppState, fence: Option<&Fence>) -> Result<Swe
     let cutoff = now.saturating_sub(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
     let silence = describe(timeout);
     let mut sweep = Sweep::default();
+    // A node with several jobs appears once per job; the metric counts nodes.
+    let mut lost_nodes = std::collections::BTreeSet::new();
     for (node, job) in state.store.work_on_silent_nodes(cutoff).await? {
         let lost = state
             .store
@@ -96,6 +98,10 @@ pub async fn sweep_fenced(state: &AppState, fence: Option<&Fence>) -> Result<Swe
         if !lost.is_empty() {
             tracing::warn!(%node, %job, assignments = ?lost, "node lost: no heartbeat for more than {silence}");
             sweep.lost += lost.len();
+            state.metrics.assignments_lost.inc_by(lost.len() as u64);
+            if lost_nodes.insert(node) {
+                state.metrics.nodes_lost.inc();
+            }
         }
     }
     for job in state.store.overdue_jobs(now, DEADLINE_BATCH).await? {
@@ -106,7 +112,6 @@ pub async fn sweep_fenced(state: &AppState, fence: Option<&Fence>) -> Result<Swe
     }
     if sweep != Sweep::default() {
         // GPUs were freed and jobs may be Pending again; workers to stop show in heartbeats.
-        state.notify_assignments();
         state.wake_scheduler.notify_one();
     }
     Ok(sweep)

@@ -350,7 +350,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/v1/agent/assignments/{id}/status",
         id: "reportAssignmentStatus",
-        summary: "Agent: report a worker's state; repeating a report is harmless",
+        summary: "Agent: report a worker's state; each report carries its seq, and a replayed or overtaken one is refused",
         auth: Auth::NodeToken,
         query: &[],
         request: Some(schema::<agent::StatusReport>),
@@ -363,7 +363,7 @@ pub const OPERATIONS: &[Operation] = &[
             ),
             (
                 409,
-                "The assignment already ended differently",
+                "The assignment already ended differently (assignment_final), or the report's seq is not above the last one applied (stale_report)",
                 Some(schema::<rest::ErrorBody>),
             ),
         ],
@@ -389,7 +389,7 @@ pub const OPERATIONS: &[Operation] = &[
             ),
             (
                 409,
-                "The assignment ended or was lost; its checkpoints no longer count",
+                "The assignment ended or was lost; its checkpoints no longer count (assignment_final), or the report's seq is not above the last one applied (stale_report)",
                 Some(schema::<rest::ErrorBody>),
             ),
         ],

@@ -26,6 +26,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use crate::{
+    heartbeats::{self, AgentSessions},
     liveness,
     market::{self, Market},
     metrics::Metrics,
@@ -230,15 +231,14 @@ impl AppState {
     ) -> anyhow::Result<(Self, watch::Sender<bool>)> {
         let market = Arc::new(Market::load(&store, settings.pricing).await?);
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let (assignments_changed, _) = watch::channel(0u64);
         let state = AppState {
             store,
             validator: Arc::new(SpecValidator::new()),
             metrics: Arc::new(Metrics::new()),
-            settings: Arc::new(settings),
             market,
+            sessions: Arc::new(AgentSessions::new(&settings)),
+            settings: Arc::new(settings),
             wake_scheduler: Arc::new(Notify::new()),
-            assignments_changed: Arc::new(assignments_changed),
             shutdown,
         };
         Ok((state, shutdown_tx))
@@ -256,6 +256,8 @@ pub struct RunningHub {
     scheduler: JoinHandle<()>,
     pricing: JoinHandle<()>,
     liveness: JoinHandle<()>,
+    /// Writes buffered heartbeat times (a last time at shutdown) and refreshes the live view.
+    heartbeats: JoinHandle<()>,
 }
 
 impl RunningHub {
@@ -302,6 +304,7 @@ impl RunningHub {
         let scheduler = tokio::spawn(scheduling::run(state.clone(), leadership.clone()));
         let pricing = tokio::spawn(market::run(state.clone(), leadership.clone()));
         let liveness = tokio::spawn(liveness::run(state.clone(), leadership));
+        let heartbeats = tokio::spawn(heartbeats::run(state.clone()));
         tracing::info!(%addr, https, "hub serving");
         Ok(Self {
             addr,
@@ -313,6 +316,7 @@ impl RunningHub {
             scheduler,
             pricing,
             liveness,
+            heartbeats,
         })
     }
 
@@ -350,6 +354,7 @@ impl RunningHub {
             scheduler,
             pricing,
             liveness,
+            heartbeats,
             ..
         } = self;
         let early = tokio::select! {
@@ -364,6 +369,7 @@ impl RunningHub {
         let _ = scheduler.await;
         let _ = pricing.await;
         let _ = liveness.await;
+        let _ = heartbeats.await;
         state.store.close().await;
         served
             .context("the HTTP server task panicked")?

@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Duration};
 use crds::validate::SpecValidator;
 use tokio::sync::{Notify, watch};
 
-use crate::{market::Market, metrics::Metrics, ratelimit::RateLimits, store::Store};
+use crate::{
+    heartbeats::AgentSessions, market::Market, metrics::Metrics, ratelimit::RateLimits,
+    store::Store,
+};
 
 /// Tunables of a hub.
 #[derive(Clone, Debug)]
@@ -37,6 +40,10 @@ pub struct HubSettings {
     /// the host name, the process id and a random suffix, unique per start. It must be unique
     /// among replicas running at once: two replicas under one name would both lead.
     pub lease_holder: Option<String>,
+    /// How many peers each heartbeat's answer asks the node to probe (RTT), at most 64; 0 turns
+    /// probing off. More targets fill the network model faster at the cost of more probe traffic
+    /// per node and more measurement rows to write (see `crate::network`).
+    pub probe_targets: u32,
 }
 
 impl Default for HubSettings {
@@ -53,6 +60,7 @@ impl Default for HubSettings {
             lease_ttl: Duration::from_secs(10),
             lease_renew: Duration::from_secs(2),
             lease_holder: None,
+            probe_targets: 4,
         }
     }
 }
@@ -66,18 +74,11 @@ pub struct AppState {
     pub settings: Arc<HubSettings>,
     /// Base prices per GPU class.
     pub market: Arc<Market>,
+    /// This replica's memory of its agents: checked tokens, buffered heartbeat times, the live
+    /// assignments view.
+    pub sessions: Arc<AgentSessions>,
     /// Wakes the scheduling loop early (a job arrived, GPUs were freed).
     pub wake_scheduler: Arc<Notify>,
-    /// Bumped whenever assignments change, to answer agents' long-polls at once.
-    pub assignments_changed: Arc<watch::Sender<u64>>,
     /// Becomes true when the hub shuts down, to end long-polls.
     pub shutdown: watch::Receiver<bool>,
-}
-
-impl AppState {
-    /// Tells long-polling agents that assignments changed.
-    pub fn notify_assignments(&self) {
-        self.assignments_changed
-            .send_modify(|generation| *generation = generation.wrapping_add(1));
-    }
 }

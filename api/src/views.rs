@@ -228,6 +228,8 @@ pub fn node(row: &NodeRow, now_ms: i64, timeout_ms: i64) -> Node {
             last_heartbeat: Some(time(row.last_heartbeat)),
             conditions,
         },
+        // Measurements and telemetry are added by `crate::network::NetworkState::annotate`.
+        telemetry: None,
     }
 }
 

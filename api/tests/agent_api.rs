@@ -97,7 +97,7 @@ backend_tests! {
         let routes = [
             ("POST", "/v1/agent/heartbeat".to_string(), json!({"assignments": []})),
             ("GET", "/v1/agent/assignments?waitSeconds=0".to_string(), Value::Null),
-            ("POST", format!("/v1/agent/assignments/{assignment}/status"), json!({"state": "Running"})),
+            ("POST", format!("/v1/agent/assignments/{assignment}/status"), json!({"seq": 1, "state": "Running"})),
         ];
         for (method, uri, body) in routes {
             // A tenant's API key is not a node token either.
@@ -175,9 +175,9 @@ backend_tests! {
                 send(&app, "GET", "/v1/agent/assignments?waitSeconds=30", Some(&token), None, "").await
             })
         };
-        let changes = &state.assignments_changed;
-        eventually("the long-poll to wait for changes", Duration::from_secs(10), move || async move {
-            (changes.receiver_count() > 0).then_some(())
+        let sessions = &state.sessions;
+        eventually("the long-poll to wait for work", Duration::from_secs(10), move || async move {
+            (sessions.waiting_polls("gn-a") > 0).then_some(())
         })
         .await;
         let job = submit(&app, &key, &sleep_spec(1)).await;

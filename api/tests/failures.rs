@@ -127,17 +127,15 @@ async fn reported(app: &Router, node: &Node, assignment: &str, state: &str) {
     );
 }
 
-/// Posts a checkpoint report.
-async fn checkpoint(app: &Router, token: &str, assignment: &str, body: Value) -> Reply {
-    send(
-        app,
-        "POST",
-        &format!("/v1/agent/assignments/{assignment}/checkpoint"),
-        Some(token),
-        Some("application/json"),
-        body.to_string(),
-    )
-    .await
+/// Posts a checkpoint report, numbered as the assignment's next report ([`next_seq`]) unless
+/// `body` has its own `seq`.
+async fn checkpoint(app: &Router, token: &str, assignment: &str, mut body: Value) -> Reply {
+    if let Some(fields) = body.as_object_mut() {
+        fields
+            .entry("seq")
+            .or_insert_with(|| next_seq(assignment).into());
+    }
+    send_checkpoint(app, token, assignment, &body).await
 }
 
 /// A job's event log.

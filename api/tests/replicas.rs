@@ -126,15 +126,23 @@ struct Hub {
 /// A replica over `url` campaigning as `holder` with a short lease (renewed every `renew_ms`,
 /// lasting `ttl_ms`). Its campaign starts with [`Leadership::start`], when the test says.
 async fn hub(url: &str, holder: &str, ttl_ms: u64, renew_ms: u64) -> Hub {
+    let settings = HubSettings {
+        lease_ttl: Duration::from_millis(ttl_ms),
+        lease_renew: Duration::from_millis(renew_ms),
+        ..HubSettings::default()
+    };
+    hub_with(url, holder, settings).await
+}
+
+/// A replica named `holder` with the given tunables (rate limits off).
+async fn hub_with(url: &str, holder: &str, settings: HubSettings) -> Hub {
     let store = Store::connect(url)
         .await
         .expect("connect the replica's store");
     let settings = HubSettings {
-        lease_ttl: Duration::from_millis(ttl_ms),
-        lease_renew: Duration::from_millis(renew_ms),
         lease_holder: Some(holder.to_string()),
         rate_limits: api::ratelimit::RateLimits::unlimited(),
-        ..HubSettings::default()
+        ..settings
     };
     let (state, stop) = AppState::new(store.clone(), settings).await.unwrap();
     let app = api::routes::router(state.clone());
@@ -286,6 +294,45 @@ replica_tests! {
         assert!(stopped_at.elapsed() < Duration::from_secs(3), "took {:?}: the lease was released, not left to expire", stopped_at.elapsed());
         let lease = hubs[first].store.lease(LEASE).await.unwrap().expect("the lease");
         assert_eq!((lease.holder.as_str(), lease.epoch), (leads[other].holder(), next));
+    }
+
+    async fn a_job_submitted_to_a_follower_is_placed_without_waiting_for_the_interval(url: &str) {
+        // An hour between scheduling cycles: only the leader's watch on the queue can place the
+        // job in time, since the follower's wake-up does not reach another process.
+        let settings = || HubSettings {
+            lease_ttl: Duration::from_millis(1_000),
+            lease_renew: Duration::from_millis(100),
+            schedule_interval: Duration::from_secs(3_600),
+            ..HubSettings::default()
+        };
+        let leader = hub_with(url, "hub-a", settings()).await;
+        let lead = Leadership::start(&leader.state);
+        eventually("hub-a to lead", Duration::from_secs(10), || async { lead.epoch() }).await;
+        let follower = hub_with(url, "hub-b", settings()).await;
+        let follows = Leadership::start(&follower.state);
+        let loops = [
+            tokio::spawn(scheduling::run(leader.state.clone(), lead.clone())),
+            tokio::spawn(scheduling::run(follower.state.clone(), follows.clone())),
+        ];
+        add_node(&follower.store, "gn-a", 1).await;
+        // The leader's first cycle has run (nothing to place) before the job arrives.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let key = add_key(&follower.store, "team-a").await;
+        let job = submit(&follower.app, &key, &sleep_spec(60)).await;
+        let submitted = Instant::now();
+        let placed = eventually("the job to be placed", Duration::from_secs(10), || async {
+            let row = leader.store.get_job(None, &job).await.unwrap().expect("the job");
+            (row.phase.as_str() == "Scheduled").then_some(submitted.elapsed())
+        })
+        .await;
+        assert!(placed < Duration::from_secs(2), "placed after {placed:?}");
+        for hub in [&leader, &follower] {
+            hub.stop.send(true).unwrap();
+        }
+        for handle in loops {
+            tokio::time::timeout(Duration::from_secs(10), handle).await.expect("the loops stop").unwrap();
+        }
     }
 
     async fn a_crashed_leader_is_replaced_after_its_ttl(url: &str) {

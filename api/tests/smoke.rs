@@ -22,8 +22,8 @@ backend_tests! {
         assert_eq!(polled.status, 200, "{}", polled.body);
         let assignment = polled.body["items"][0]["id"].as_str().unwrap().to_string();
 
-        for state in ["Running", "Succeeded"] {
-            let body = serde_json::json!({"state": state, "exitCode": if state == "Succeeded" { Some(0) } else { None }});
+        for (seq, state) in [(1, "Running"), (2, "Succeeded")] {
+            let body = serde_json::json!({"seq": seq, "state": state, "exitCode": if state == "Succeeded" { Some(0) } else { None }});
             let r = send(&app, "POST", &format!("/v1/agent/assignments/{assignment}/status"), Some(&token), Some("application/json"), body.to_string()).await;
             assert_eq!(r.status, 204, "{state}: {}", r.body);
         }

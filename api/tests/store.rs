@@ -7,7 +7,7 @@ mod common;
 use api::{
     ids,
     lifecycle::AssignmentPhase,
-    store::{NewAssignment, NewJob, Store, SubmitOutcome},
+    store::{NewAssignment, NewJob, Placement, Store, SubmitOutcome},
 };
 use common::*;
 use crds::{
@@ -79,6 +79,7 @@ async fn assert_untouched(store: &Store, job: &str) {
 /// A report of `state` from `gn-a`.
 async fn report_state(store: &Store, assignment: &str, state: WorkerState, exit_code: Option<i32>) {
     let report = StatusReport {
+        seq: next_seq(assignment),
         state,
         exit_code,
         message: None,
@@ -108,6 +109,45 @@ backend_tests! {
         // The refused attempt left nothing behind: the same placement on the free GPU alone works.
         assert!(store.place_job(&b, 0, &[worker(&b, 1, 0, &[1], 1_000_000)]).await.unwrap());
         assert_eq!(allocated(&store).await, ["GPU-SIM-gn-a-0", "GPU-SIM-gn-a-1"]);
+    }
+
+    async fn a_batch_of_placements_drops_only_those_that_lost_a_race(store: Store) {
+        add_node(&store, "gn-a", 4, "1.00").await;
+        let a = add_job(&store, sleep_spec(1)).await;
+        let b = add_job(&store, sleep_spec(1)).await;
+        let c = add_job(&store, sleep_spec(1)).await;
+        let d = add_job(&store, sleep_spec(1)).await;
+        // Another writer placed A on GPU 0 after the cycle read the fleet.
+        assert!(store.place_job(&a, 0, &[worker(&a, 1, 0, &[0], 1_000_000)]).await.unwrap());
+
+        let placement = |job: &str, attempt: u32, gpus: &[usize]| Placement {
+            job_id: job.to_string(),
+            attempt,
+            workers: vec![worker(job, attempt + 1, 0, gpus, 1_000_000)],
+        };
+        let batch = [
+            placement(&b, 0, &[1]),
+            placement(&c, 0, &[0]), // A's GPU: lost race
+            placement(&a, 0, &[2]), // A is no longer Pending at attempt 0: lost race
+            placement(&d, 0, &[3]),
+        ];
+        assert_eq!(store.place_jobs(&batch, None).await.unwrap(), [true, false, false, true]);
+
+        assert_untouched(&store, &c).await;
+        for job in [&b, &d] {
+            let row = store.get_job(None, job).await.unwrap().unwrap();
+            assert_eq!((row.phase, row.attempt), (JobPhase::Scheduled, 1), "{row:?}");
+            let events = store.job_events(job).await.unwrap();
+            let last = events.last().unwrap();
+            assert_eq!((last.to_phase, last.reason.as_str(), last.attempt), (JobPhase::Scheduled, "Placed", 1), "{events:?}");
+            assert_eq!(store.job_assignments(job, 1).await.unwrap().len(), 1);
+        }
+        assert_eq!(store.job_assignments(&a, 1).await.unwrap()[0].gpus, ["GPU-SIM-gn-a-0"], "A keeps its placement");
+        assert_eq!(
+            allocated(&store).await,
+            ["GPU-SIM-gn-a-0", "GPU-SIM-gn-a-1", "GPU-SIM-gn-a-3"],
+            "each GPU is held once; the losers hold none"
+        );
     }
 
     async fn a_placement_for_a_stale_attempt_is_refused(store: Store) {

@@ -33,6 +33,25 @@ pub const PUBLIC_KEY_PATTERN: &str = "^0[23][0-9a-f]{64}$";
 /// operator's on-chain stake comes with settlement; until then the shape is all the hub checks.
 pub const OPERATOR_ADDRESS_PATTERN: &str = "^[a-z]{1,16}1[02-9ac-hj-np-z]{6,90}$";
 
+/// JSON Schema pattern of a probe address: `host:port`, where host is an IPv4 address, an IPv6
+/// address in brackets or a DNS name. The hub also parses it (port 1–65535, DNS labels of 1–63
+/// characters) and hands it to the node's peers as is.
+pub const PROBE_ADDRESS_PATTERN: &str =
+    r"^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?):[0-9]{1,5}$";
+
+/// JSON Schema pattern of a node name (a lowercase RFC 1123 label).
+pub const NODE_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// The largest RTT a measurement may report (ms): a minute. Beyond it a "round trip" is a stalled
+/// connection, not a latency; the scheduler's network model drops such samples too.
+pub const MAX_RTT_MS: f64 = 60_000.0;
+
+/// The largest bandwidth a measurement may report (Mbit/s): 10 Tbit/s.
+pub const MAX_BANDWIDTH_MBPS: f64 = 10_000_000.0;
+
+/// The most peer results one heartbeat may carry, and the most probe targets one answer names.
+pub const MAX_PROBE_PEERS: usize = 64;
+
 /// The exact bytes a node signs to register: [`REGISTER_DOMAIN`], the challenge, the node name and
 /// the operator address (empty when none), each followed by a newline but the last. None of the
 /// parts can contain a newline (the schema forbids it), so the message is unambiguous, and binding
@@ -71,10 +90,7 @@ pub struct ChallengeResponse {
 pub struct RegisterRequest {
     /// The node name the agent wants (`gn-…`, stable across restarts); the hub keeps one node per
     /// name, bound to the key that first registered it.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = NODE_NAME_PATTERN))]
     pub name: String,
     /// The node's region.
     #[schemars(length(min = 1, max = 63))]
@@ -108,6 +124,13 @@ pub struct RegisterRequest {
     /// with low `s`, as lowercase hex.
     #[schemars(regex(pattern = "^[0-9a-f]{128}$"))]
     pub signature: String,
+    /// Where the node's agent answers RTT probes from its peers (`host:port`: an IP address, an
+    /// IPv6 address in brackets, or a DNS name, and a port). The hub names it to other nodes as a
+    /// probe target (`HeartbeatResponse.probeTargets`); a node without one probes others but is
+    /// never probed. Registering again without it withdraws it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 259), regex(pattern = PROBE_ADDRESS_PATTERN))]
+    pub probe_address: Option<String>,
 }
 
 /// Answer to `register`.
@@ -132,6 +155,113 @@ pub struct HeartbeatRequest {
     /// Every assignment the agent currently holds and its state.
     #[serde(default)]
     pub assignments: Vec<AssignmentState>,
+    /// What the agent measured of the network since its last heartbeat (nothing when absent).
+    #[serde(default, skip_serializing_if = "NetworkReport::is_empty")]
+    pub network: NetworkReport,
+    /// The GPUs' latest readings (none when absent).
+    #[serde(default, skip_serializing_if = "Telemetry::is_empty")]
+    pub telemetry: Telemetry,
+}
+
+/// Network measurements a heartbeat carries. Every field is optional: an agent reports what it
+/// measured. Values out of bounds refuse the whole heartbeat (`422 invalid_field`, naming the
+/// field), so a broken measurement is noticed instead of silently skewing placements.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkReport {
+    /// The agent's round-trip time to the hub in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_RTT_MS))]
+    pub hub_rtt_ms: Option<f64>,
+    /// The node's upload throughput to the hub in Mbit/s, as measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_BANDWIDTH_MBPS))]
+    pub uplink_mbps: Option<f64>,
+    /// The node's download throughput from the hub in Mbit/s, as measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_BANDWIDTH_MBPS))]
+    pub downlink_mbps: Option<f64>,
+    /// RTTs to the probe targets the hub named in its recent answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PROBE_PEERS))]
+    pub peers: Vec<PeerRtt>,
+}
+
+impl NetworkReport {
+    /// Whether the report carries no measurement at all.
+    pub fn is_empty(&self) -> bool {
+        self.hub_rtt_ms.is_none()
+            && self.uplink_mbps.is_none()
+            && self.downlink_mbps.is_none()
+            && self.peers.is_empty()
+    }
+}
+
+/// The RTT this node measured to one of its probe targets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerRtt {
+    /// The target's node name, as the hub named it.
+    #[schemars(length(min = 1, max = 63), regex(pattern = NODE_NAME_PATTERN))]
+    pub node: String,
+    /// The round-trip time in milliseconds (the median of the probe's samples, say).
+    #[schemars(range(min = 0, max = MAX_RTT_MS))]
+    pub rtt_ms: f64,
+}
+
+/// The node's GPU readings at one moment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Telemetry {
+    /// One entry per GPU, each UUID once.
+    #[schemars(length(max = 64))]
+    pub gpus: Vec<GpuTelemetry>,
+}
+
+impl Telemetry {
+    /// Whether there is no reading.
+    pub fn is_empty(&self) -> bool {
+        self.gpus.is_empty()
+    }
+}
+
+/// One GPU's readings (NVML's, under DCGM's meanings). Each is optional: not every GPU or driver
+/// reports every one.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuTelemetry {
+    /// The GPU's UUID, as in the inventory.
+    #[schemars(length(min = 1, max = 128))]
+    pub uuid: String,
+    /// Share of the last sample period the GPU was busy (`DCGM_FI_DEV_GPU_UTIL`), percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub utilization_percent: Option<u32>,
+    /// Frame buffer memory in use (`DCGM_FI_DEV_FB_USED`), MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 16777216))]
+    pub memory_used_mib: Option<u64>,
+    /// Core temperature (`DCGM_FI_DEV_GPU_TEMP`), degrees Celsius.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -50, max = 200))]
+    pub temperature_c: Option<i32>,
+    /// Power draw (`DCGM_FI_DEV_POWER_USAGE`), watts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub power_watts: Option<f64>,
+    /// Streaming-multiprocessor clock (`DCGM_FI_DEV_SM_CLOCK`), MHz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub sm_clock_mhz: Option<u32>,
+    /// XID errors (the driver's critical error events) the agent has seen on this GPU since it
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1000000000))]
+    pub xid_errors: Option<u64>,
+    /// The code of the most recent XID error (`DCGM_FI_DEV_XID_ERRORS`), if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 65535))]
+    pub last_xid: Option<u32>,
 }
 
 /// An assignment the agent holds.
@@ -153,6 +283,21 @@ pub struct HeartbeatResponse {
     pub stop: Vec<String>,
     /// How often to send heartbeats.
     pub heartbeat_interval_seconds: u32,
+    /// Peers to measure the RTT to before the next heartbeat, whose results that heartbeat reports
+    /// in `network.peers`. Empty when probing is off or the node has no peer to probe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PROBE_PEERS))]
+    pub probe_targets: Vec<ProbeTarget>,
+}
+
+/// A peer the hub asks a node to probe.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeTarget {
+    /// The peer's node name, to report the result under.
+    pub node: String,
+    /// Where the peer's agent answers probes (`host:port`, its registration's `probeAddress`).
+    pub address: String,
 }
 
 /// `GET /v1/agent/assignments?waitSeconds=N`: assignments to start, waiting up to N seconds for one.
@@ -200,12 +345,23 @@ pub const ATTEMPT_ENV: &str = "AGORA_ATTEMPT";
 /// when the job never reported one.
 pub const CHECKPOINT_URI_ENV: &str = "AGORA_CHECKPOINT_URI";
 
+/// The error code of a `409` answer to a status or checkpoint report whose `seq` is not above the
+/// highest the hub applied for its assignment: the hub has that report, or a newer one, already.
+/// Final for the agent: it must not retry the report.
+pub const STALE_REPORT: &str = "stale_report";
+
 /// `POST /v1/agent/assignments/{id}/checkpoint`: a worker saved a checkpoint the job can resume
 /// from. The hub keeps the job's latest by `step` (a report at or below the stored step changes
 /// nothing) and hands its URI to later attempts as `AGORA_CHECKPOINT_URI`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckpointReport {
+    /// The report's number in its assignment's sequence, which status and checkpoint reports
+    /// share: from 1, strictly increasing, the same only for a retry of the same report. A report
+    /// at or below the highest number the hub applied for the assignment is refused
+    /// (`409 stale_report`) and changes nothing.
+    #[schemars(range(min = 1, max = 9223372036854775807u64))]
+    pub seq: u64,
     /// Where the checkpoint is stored (`s3://…`, `file:///…`); the hub does not read it.
     #[schemars(length(min = 1, max = 2048))]
     pub uri: String,
@@ -219,6 +375,14 @@ pub struct CheckpointReport {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusReport {
+    /// The report's number in its assignment's sequence: the agent counts every status and
+    /// checkpoint report it sends for one assignment from 1, strictly increasing, and repeats the
+    /// number only when it retries the same report. The hub applies a report only when its `seq`
+    /// is above the highest it applied for the assignment, so a replayed or delayed report can
+    /// never undo a newer one (`409 stale_report` otherwise). Bounded to what the hub stores (a
+    /// signed 64-bit integer).
+    #[schemars(range(min = 1, max = 9223372036854775807u64))]
+    pub seq: u64,
     /// The worker's state now.
     pub state: WorkerState,
     /// Exit code, when the worker ended.
@@ -257,6 +421,43 @@ impl WorkerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_agent_s_heartbeat_and_registration_still_parse() {
+        let heartbeat: HeartbeatRequest =
+            serde_json::from_str(r#"{"assignments": [{"id": "asg-1", "state": "Running"}]}"#)
+                .unwrap();
+        assert!(heartbeat.network.is_empty() && heartbeat.telemetry.is_empty());
+        // And an empty report is not sent at all.
+        assert_eq!(
+            serde_json::to_string(&HeartbeatRequest::default()).unwrap(),
+            r#"{"assignments":[]}"#
+        );
+        let answer: HeartbeatResponse =
+            serde_json::from_str(r#"{"stop": [], "heartbeatIntervalSeconds": 5}"#).unwrap();
+        assert!(answer.probe_targets.is_empty());
+    }
+
+    #[test]
+    fn the_probe_address_pattern_takes_host_and_port() {
+        // Compiled as the hub's validator compiles the schema.
+        let pattern = jsonschema::validator_for(
+            &serde_json::json!({"type": "string", "pattern": PROBE_ADDRESS_PATTERN}),
+        )
+        .unwrap();
+        for good in ["10.0.0.7:7070", "[2001:db8::1]:7070", "gn-a.example.com:1"] {
+            assert!(pattern.is_valid(&good.into()), "{good}");
+        }
+        for bad in [
+            "10.0.0.7",
+            "gn a:70",
+            "http://gn-a:70",
+            "[::1]",
+            "gn-a:123456",
+        ] {
+            assert!(!pattern.is_valid(&bad.into()), "{bad}");
+        }
+    }
 
     #[test]
     fn the_register_message_is_byte_exact() {

@@ -21,7 +21,8 @@ pub struct Job {
     pub status: ComputeJobStatus,
 }
 
-/// A node as the REST API returns it: the same shape as the `GpuNode` resource.
+/// A node as the REST API returns it: the same shape as the `GpuNode` resource, plus what its
+/// agent reported lately.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Node {
@@ -31,6 +32,27 @@ pub struct Node {
     pub spec: GpuNodeSpec,
     /// What the hub knows of it now.
     pub status: GpuNodeStatus,
+    /// What the node's agent reported in its recent heartbeats. Only the hub shows it: it is not
+    /// part of the `GpuNode` resource, whose status Kubernetes would otherwise have to rewrite at
+    /// every heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<NodeTelemetry>,
+}
+
+/// A node's latest reports beyond its `GpuNode` status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTelemetry {
+    /// The agent's latest measured round-trip time to the hub, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_rtt_ms: Option<f64>,
+    /// When the hub replica answering received `gpus`. Each replica keeps the readings of the
+    /// heartbeats it served, so behind a load balancer they may be a heartbeat or so old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The GPUs' latest readings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<crate::agent::GpuTelemetry>,
 }
 
 /// One page of a list. Pass `next` back as `?after=` to get the following page; it is absent on the

@@ -12,6 +12,13 @@
 //!   awaited until it serves authenticated requests; it runs the CLI against itself ([`DevHub::cli`]),
 //!   starts external agents ([`DevHub::agent`]) and restarts on the same port and data.
 //! - [`Api`] reads jobs and nodes over REST, for polling; [`poll_until`] is the one way to wait.
+//! - [`ServerHub`] is an `agora server` (the production command) over a [`TestDatabase`] (SQLite,
+//!   or a fresh PostgreSQL database when `AGORA_TEST_POSTGRES_URL` is set), with the tunables of
+//!   [`ServerOptions`]; it can be killed with SIGKILL and started again on the same port and
+//!   database. [`spawn_agent`] starts an `agora agent` against any hub.
+//! - [`RawClient`] sends requests exactly as given (any method, header bytes, body), for tests of
+//!   what the hub refuses; [`NodeKey`] signs agent registrations, for tests that speak the agent
+//!   protocol themselves.
 //!
 //! The helpers exist for tests, so they panic with a message that says what was expected and what
 //! was seen instead of returning errors. Nothing here sleeps to wait for something: every wait is
@@ -194,6 +201,24 @@ impl Process {
             tail(&self.stderr(), LOG_TAIL_LINES),
             name = self.name,
         )
+    }
+
+    /// Kills the process with SIGKILL, as a crash or the OOM killer would (no chance to clean up,
+    /// flush or say goodbye), reaps it and returns how it ended. A process that already exited
+    /// is only reaped.
+    pub fn kill(&mut self) -> ExitStatus {
+        let child = self
+            .child
+            .as_mut()
+            .expect("the process was already stopped");
+        if let Some(status) = child.try_wait().expect("checking a child process") {
+            return status;
+        }
+        // `Child::kill` is SIGKILL on Unix.
+        child
+            .kill()
+            .unwrap_or_else(|e| panic!("killing {}: {e}", self.name));
+        child.wait().expect("reaping a killed child")
     }
 
     /// Asks the process to stop with SIGTERM (as systemd and Kubernetes do) and waits for it; kills
@@ -591,7 +616,13 @@ impl DevHub {
 /// Waits until the hub answers `/readyz` with 200, has written its API key and accepts it; returns
 /// the key, or `None` if the process exited first. Panics after [`READY_TIMEOUT`].
 fn wait_until_serving(process: &mut Process, url: &str, data_dir: &Path) -> Option<String> {
-    let key_file = data_dir.join("api-key");
+    wait_for_hub(process, url, &data_dir.join("api-key"))
+}
+
+/// Waits until the hub process answers `/readyz` with 200, `key_file` holds an API key and the hub
+/// accepts it; returns the key, or `None` if the process exited first. Panics after
+/// [`READY_TIMEOUT`].
+fn wait_for_hub(process: &mut Process, url: &str, key_file: &Path) -> Option<String> {
     let probe = Api::new(url, "");
     let mut api: Option<Api> = None;
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -602,14 +633,15 @@ fn wait_until_serving(process: &mut Process, url: &str, data_dir: &Path) -> Opti
         }
         if Instant::now() >= deadline {
             panic!(
-                "agora dev at {url} was not serving within {READY_TIMEOUT:?}; last seen: {last}\n{}",
+                "{} at {url} was not serving within {READY_TIMEOUT:?}; last seen: {last}\n{}",
+                process.name(),
                 process.log_tail()
             );
         }
         // `/readyz` answers as soon as the listener is up, before the key is written and stored:
         // wait for all three.
         let ready = probe.get("/readyz");
-        match (&ready, fs::read_to_string(&key_file)) {
+        match (&ready, fs::read_to_string(key_file)) {
             (Ok((200, _)), Ok(key)) if !key.trim().is_empty() => {
                 let key = key.trim();
                 let api = api.get_or_insert_with(|| Api::new(url, key));
@@ -622,5 +654,538 @@ fn wait_until_serving(process: &mut Process, url: &str, data_dir: &Path) -> Opti
             _ => last = format!("GET /readyz: {ready:?}"),
         }
         thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Starts `agora agent` against the hub at `hub_url` with simulated GPUs (`gpus`, e.g.
+/// `1xH100-80GB`), logging to `<dir>/<name>.*.log`, with its node key in `<dir>/<name>.key` (kept
+/// across restarts, since the hub binds the name to that key).
+pub fn spawn_agent(
+    hub_url: &str,
+    dir: &Path,
+    name: &str,
+    region: &str,
+    gpus: &str,
+    price: &str,
+) -> Process {
+    let key = dir.join(format!("{name}.key"));
+    let cmd = agora_command(&[
+        "agent",
+        "--hub",
+        hub_url,
+        "--key",
+        &key.to_string_lossy(),
+        "--name",
+        name,
+        "--region",
+        region,
+        "--simulate-gpus",
+        gpus,
+        "--price",
+        price,
+    ]);
+    Process::spawn(name, dir, cmd)
+}
+
+/// Which database a hub under test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database for one hub: a SQLite file in the test's directory, or a new database
+/// on the PostgreSQL server `AGORA_TEST_POSTGRES_URL` names (as the API tests make theirs, and
+/// named `agora_t_…` like theirs, so `scripts/test` drops it at the end of a run).
+#[derive(Clone, Debug)]
+pub struct TestDatabase {
+    pub backend: Backend,
+    /// What `agora server --database-url` takes.
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// A fresh database on `backend` (SQLite in `dir`); `None` for PostgreSQL when
+    /// `AGORA_TEST_POSTGRES_URL` is not set, after saying so on stderr. Panics instead when
+    /// `AGORA_REQUIRE_POSTGRES=1` (set by `scripts/test` and CI), so a missing server cannot pass
+    /// for a passing test.
+    pub fn fresh(backend: Backend, dir: &Path) -> Option<TestDatabase> {
+        match backend {
+            Backend::Sqlite => Some(TestDatabase {
+                backend,
+                url: format!("sqlite://{}", dir.join("hub.db").display()),
+            }),
+            Backend::Postgres => {
+                let Ok(admin_url) = env::var("AGORA_TEST_POSTGRES_URL") else {
+                    assert!(
+                        env::var("AGORA_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                        "AGORA_REQUIRE_POSTGRES=1 but AGORA_TEST_POSTGRES_URL is not set; run \
+                         ./scripts/test, or export AGORA_TEST_POSTGRES_URL=$(./scripts/postgres-up)"
+                    );
+                    eprintln!(
+                        "PostgreSQL not configured (AGORA_TEST_POSTGRES_URL); skipping the \
+                         PostgreSQL variant"
+                    );
+                    return None;
+                };
+                Some(TestDatabase {
+                    backend,
+                    url: create_postgres_database(&admin_url),
+                })
+            }
+        }
+    }
+}
+
+/// Creates an empty database next to the one `admin_url` names and returns its URL.
+fn create_postgres_database(admin_url: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!(
+        "agora_t_e2e_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::any::install_default_drivers();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to AGORA_TEST_POSTGRES_URL: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = sqlx::Connection::close(admin).await;
+    });
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url, |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// The tunables of an `agora server` under test.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// `--node-timeout-seconds`.
+    pub node_timeout_seconds: u64,
+    /// `--heartbeat-interval-seconds`.
+    pub heartbeat_interval_seconds: u64,
+    /// Rate limits (`--api-key-limit`, `--node-limit`, `--anonymous-limit`): `off` for every
+    /// budget when true, the hub's defaults otherwise.
+    pub unlimited: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            node_timeout_seconds: 20,
+            heartbeat_interval_seconds: 5,
+            unlimited: true,
+        }
+    }
+}
+
+/// An `agora server` process (the production hub command) on a loopback port, over a database
+/// given by URL, with the `default` tenant's API key in `<dir>/api-key`.
+pub struct ServerHub {
+    /// The running process.
+    pub process: Process,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub port: u16,
+    pub database_url: String,
+    /// The `default` tenant's key, from `--api-key-file`.
+    pub api_key: String,
+    options: ServerOptions,
+    dir: PathBuf,
+}
+
+impl ServerHub {
+    /// Starts `agora server` on a free port over `database_url`, logging to `dir/hub.*.log`, and
+    /// returns once it serves authenticated requests.
+    #[track_caller]
+    pub fn start(dir: &Path, database_url: &str, options: ServerOptions) -> ServerHub {
+        // A port picked free can be taken before the hub binds it; then try another.
+        for _ in 0..3 {
+            match Self::start_on(dir, database_url, free_port(), &options) {
+                Ok(hub) => return hub,
+                Err(process) if process.stderr().contains("in use") => continue,
+                Err(process) => panic!("agora server exited at start\n{}", process.log_tail()),
+            }
+        }
+        panic!("agora server found no free port in 3 tries");
+    }
+
+    fn start_on(
+        dir: &Path,
+        database_url: &str,
+        port: u16,
+        options: &ServerOptions,
+    ) -> Result<ServerHub, Process> {
+        let listen = format!("127.0.0.1:{port}");
+        let key_file = dir.join("api-key");
+        let node_timeout = options.node_timeout_seconds.to_string();
+        let heartbeat = options.heartbeat_interval_seconds.to_string();
+        let mut args = vec![
+            "server",
+            "--listen",
+            &listen,
+            "--database-url",
+            database_url,
+            "--api-key-file",
+            key_file.to_str().expect("a UTF-8 temp dir"),
+            "--node-timeout-seconds",
+            &node_timeout,
+            "--heartbeat-interval-seconds",
+            &heartbeat,
+        ];
+        if options.unlimited {
+            args.extend([
+                "--api-key-limit",
+                "off",
+                "--node-limit",
+                "off",
+                "--anonymous-limit",
+                "off",
+            ]);
+        }
+        let mut process = Process::spawn("hub", dir, agora_command(&args));
+        let url = format!("http://{listen}");
+        let api_key = match wait_for_hub(&mut process, &url, &key_file) {
+            Some(key) => key,
+            None => return Err(process),
+        };
+        Ok(ServerHub {
+            process,
+            url,
+            port,
+            database_url: database_url.to_string(),
+            api_key,
+            options: options.clone(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Kills the hub with SIGKILL (no graceful shutdown: a crash) and returns how it ended.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.process.kill()
+    }
+
+    /// Starts the hub again on the same port, database and key file, after [`ServerHub::kill`]
+    /// or a crash; returns once it serves (panics if the API key changed).
+    #[track_caller]
+    pub fn start_again(&mut self) {
+        assert!(
+            self.process.exit_status().is_some(),
+            "start_again: the hub is still running"
+        );
+        let old_key = self.api_key.clone();
+        let next = Self::start_on(&self.dir, &self.database_url, self.port, &self.options)
+            .unwrap_or_else(|p| panic!("agora server did not start again\n{}", p.log_tail()));
+        // Replacing the old value drops the old (already reaped) process.
+        *self = next;
+        assert_eq!(
+            self.api_key, old_key,
+            "the API key changed across a restart"
+        );
+    }
+
+    /// A REST client of this hub with its API key.
+    pub fn api(&self) -> Api {
+        Api::new(&self.url, &self.api_key)
+    }
+
+    /// Starts an external `agora agent` against this hub ([`spawn_agent`]), in the hub's directory.
+    pub fn agent(&self, name: &str, region: &str, gpus: &str, price: &str) -> Process {
+        spawn_agent(&self.url, &self.dir, name, region, gpus, price)
+    }
+
+    /// Runs `agora ARGS` against this hub (`AGORA_HUB`, `AGORA_API_KEY` set).
+    #[track_caller]
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        run_cli(
+            args,
+            &[("AGORA_HUB", &self.url), ("AGORA_API_KEY", &self.api_key)],
+            CLI_TIMEOUT,
+        )
+    }
+}
+
+impl Api {
+    /// `POST path` with a JSON body and the API key: the status and the body (JSON, or a string
+    /// if it is not). `Err` when no answer came.
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        let url = format!("{}{path}", self.url);
+        self.runtime.block_on(async {
+            let response = self
+                .http
+                .post(&url)
+                .bearer_auth(&self.api_key)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .map_err(|e| format!("POST {url}: {e:?}"))?;
+            let status = response.status().as_u16();
+            let text = response
+                .text()
+                .await
+                .map_err(|e| format!("POST {url}: reading the body: {e}"))?;
+            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            Ok((status, body))
+        })
+    }
+
+    /// Submits a job (`POST /v1/jobs`, a spec or a manifest as JSON) and returns it; panics
+    /// unless the hub answers 201.
+    #[track_caller]
+    pub fn submit(&self, job: &Value) -> Value {
+        match self.post_json("/v1/jobs", job) {
+            Ok((201, body)) => body,
+            other => panic!("submitting {job}: {other:?}"),
+        }
+    }
+
+    /// The job's event log (`GET /v1/jobs/{id}/events`), oldest first.
+    pub fn events(&self, id: &str) -> Result<Vec<Value>, String> {
+        let body = self.get_ok(&format!("/v1/jobs/{id}/events"))?;
+        body["items"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| format!("events of {id} without items: {body}"))
+    }
+}
+
+/// One HTTP request exactly as a test wants it sent: any method, a raw path and query, any
+/// headers (values as bytes, so not necessarily UTF-8) and any body.
+#[derive(Clone, Debug, Default)]
+pub struct RawRequest {
+    pub method: String,
+    /// The path and query, e.g. `/v1/jobs?limit=0`.
+    pub path: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// What came back for a [`RawRequest`].
+#[derive(Clone, Debug)]
+pub struct RawReply {
+    pub status: u16,
+    /// The `Content-Type` header, "" when absent.
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The body as text (lossy), for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An HTTP client that sends [`RawRequest`]s to one hub, adding nothing of its own but what HTTP
+/// needs (`Host`, `Content-Length`).
+pub struct RawClient {
+    runtime: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    url: String,
+}
+
+impl RawClient {
+    /// A client of the hub at `url` (`http://127.0.0.1:PORT`).
+    pub fn new(url: &str) -> RawClient {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client");
+        RawClient {
+            runtime,
+            http,
+            url: url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Sends `request`; `Err` when it cannot be built (a header the HTTP library refuses) or no
+    /// answer came.
+    pub fn send(&self, request: &RawRequest) -> Result<RawReply, String> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|e| format!("method {:?}: {e}", request.method))?;
+        let url = format!("{}{}", self.url, request.path);
+        let mut builder = self.http.request(method, &url);
+        for (name, value) in &request.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("header name {name:?}: {e}"))?;
+            let value = reqwest::header::HeaderValue::from_bytes(value)
+                .map_err(|e| format!("header {name} value {value:?}: {e}"))?;
+            builder = builder.header(name, value);
+        }
+        let builder = builder.body(request.body.clone());
+        self.runtime.block_on(async {
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| format!("{} {url}: {e:?}", request.method))?;
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| format!("{} {url}: reading the body: {e}", request.method))?
+                .to_vec();
+            Ok(RawReply {
+                status,
+                content_type,
+                body,
+            })
+        })
+    }
+}
+
+impl RawClient {
+    /// Sends `request` over a new connection written by hand (HTTP/1.1, `Connection: close`),
+    /// reading the answer while the body is still being written, as curl does. A server may
+    /// answer a request it refuses before its body has arrived (413 for a body over its limit,
+    /// 414 for a path too long) and close the connection, as HTTP allows; a client that reads
+    /// only once it has written everything, as reqwest does, sees a broken pipe instead of the
+    /// answer. `Err` when no answer came.
+    pub fn send_over_socket(&self, request: &RawRequest) -> Result<RawReply, String> {
+        use std::io::Write;
+        let address = self
+            .url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("not a plain-HTTP hub: {}", self.url))?;
+        let mut stream = std::net::TcpStream::connect(address)
+            .map_err(|e| format!("connecting to {address}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        let mut reading = stream.try_clone().map_err(|e| e.to_string())?;
+        let reader = thread::spawn(move || {
+            let mut answer = Vec::new();
+            let mut chunk = [0u8; 64 * 1024];
+            // Until the server closes, or resets once it has said what it had to say.
+            while let Ok(n @ 1..) = reading.read(&mut chunk) {
+                answer.extend_from_slice(&chunk[..n]);
+            }
+            answer
+        });
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\ncontent-length: {}\r\n",
+            request.method,
+            request.path,
+            request.body.len()
+        )
+        .into_bytes();
+        for (name, value) in &request.headers {
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        // A write that fails because the server answered and closed is expected; the answer is
+        // what counts.
+        let _ = stream
+            .write_all(&head)
+            .and_then(|()| stream.write_all(&request.body));
+        let answer = reader.join().map_err(|_| "the reader panicked")?;
+        parse_http_answer(&answer).ok_or_else(|| {
+            format!(
+                "{} {}: no HTTP answer ({} bytes: {:?})",
+                request.method,
+                request.path.chars().take(100).collect::<String>(),
+                answer.len(),
+                String::from_utf8_lossy(&answer[..answer.len().min(200)])
+            )
+        })
+    }
+}
+
+/// The status, content type and body of an HTTP/1.1 answer read to its end.
+fn parse_http_answer(answer: &[u8]) -> Option<RawReply> {
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&answer[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut content_type = String::new();
+    let mut length = None;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-type" => content_type = value.trim().to_string(),
+            "content-length" => length = value.trim().parse::<usize>().ok(),
+            _ => {}
+        }
+    }
+    let mut body = answer[split + 4..].to_vec();
+    if let Some(length) = length {
+        if body.len() < length {
+            return None;
+        }
+        body.truncate(length);
+    }
+    Some(RawReply {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// A node's secp256k1 key, for tests that speak the agent protocol themselves (`agora agent`
+/// keeps its key and token to itself). Deterministic per `seed`, so a test presents the same key
+/// each run.
+pub struct NodeKey(k256::ecdsa::SigningKey);
+
+impl NodeKey {
+    /// The key whose secret is SHA-256(`agora-e2e-node-key/` + `seed`).
+    pub fn from_seed(seed: &str) -> NodeKey {
+        use sha2::Digest;
+        let secret = sha2::Sha256::digest(format!("agora-e2e-node-key/{seed}"));
+        NodeKey(k256::ecdsa::SigningKey::from_slice(&secret).expect("a valid secret key"))
+    }
+
+    /// The public key as the protocol spells it: compressed SEC1, lowercase hex (66 digits).
+    pub fn public_key(&self) -> String {
+        hex::encode(self.0.verifying_key().to_sec1_point(true).as_bytes())
+    }
+
+    /// The registration proof (docs/agent-protocol.md): ECDSA over SHA-256 of
+    /// `agora-register-v1 LF challenge LF name LF operatorAddress`, low s, `r ‖ s` as hex.
+    pub fn sign_registration(
+        &self,
+        challenge: &str,
+        name: &str,
+        operator_address: Option<&str>,
+    ) -> String {
+        use k256::ecdsa::signature::Signer;
+        let message = format!(
+            "agora-register-v1\n{challenge}\n{name}\n{}",
+            operator_address.unwrap_or_default()
+        );
+        let signature: k256::ecdsa::Signature = self.0.sign(message.as_bytes());
+        hex::encode(signature.to_bytes())
     }
 }

@@ -79,6 +79,8 @@ impl AgentConfig {
             // Filled in for each registration with a fresh challenge.
             challenge: String::new(),
             signature: String::new(),
+            // Peer probing comes with the agent's network measurements.
+            probe_address: None,
         }
     }
 }
@@ -161,6 +163,7 @@ async fn heartbeat_loop(shared: &Shared) {
         let request = HeartbeatRequest {
             gpus: None,
             assignments: shared.held.states(),
+            ..HeartbeatRequest::default()
         };
         let request = &request;
         let result = shared

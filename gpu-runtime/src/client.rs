@@ -45,9 +45,12 @@ pub enum ClientError {
     /// HTTP 401: the token is no longer valid (e.g. the hub's database was reset); register again.
     #[error("the hub no longer accepts this agent's token (HTTP 401)")]
     Unauthorized,
-    /// HTTP 409: the hub considers the assignment already final or stopped; treat as acknowledged.
-    #[error("the hub reports a conflict (HTTP 409): {message}")]
+    /// HTTP 409: the hub considers the assignment already final or stopped (`assignment_final`),
+    /// or already has this report or a newer one (`stale_report`); treat as acknowledged.
+    #[error("the hub reports a conflict (HTTP 409, {code}): {message}")]
     Conflict {
+        /// The hub's machine-readable error code.
+        code: String,
         /// The hub's explanation.
         message: String,
     },
@@ -232,7 +235,8 @@ impl HubClient {
         decode(&self.send(builder).await?)
     }
 
-    /// `POST /v1/agent/assignments/{id}/status`: reports a worker's state. Idempotent on the hub.
+    /// `POST /v1/agent/assignments/{id}/status`: reports a worker's state. The hub applies a report
+    /// once: sent again with the same `seq`, it answers `409` `stale_report`.
     pub async fn report_status(
         &self,
         token: &str,
@@ -349,7 +353,7 @@ fn classify(status: StatusCode, body: &[u8]) -> ClientError {
     match status {
         StatusCode::UNAUTHORIZED => ClientError::Unauthorized,
         StatusCode::NOT_FOUND => ClientError::NotFound { message },
-        StatusCode::CONFLICT => ClientError::Conflict { message },
+        StatusCode::CONFLICT => ClientError::Conflict { code, message },
         StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
             ClientError::Transient(format!("HTTP {}: {message}", status.as_u16()))
         }
@@ -486,11 +490,12 @@ mod tests {
             classify(StatusCode::UNAUTHORIZED, b""),
             ClientError::Unauthorized
         );
-        let body = br#"{"error":{"code":"conflict","message":"assignment is final"}}"#;
+        let body = br#"{"error":{"code":"stale_report","message":"seq 2 is not above 3"}}"#;
         assert_eq!(
             classify(StatusCode::CONFLICT, body),
             ClientError::Conflict {
-                message: "assignment is final".into()
+                code: "stale_report".into(),
+                message: "seq 2 is not above 3".into()
             }
         );
         assert_eq!(

@@ -63,9 +63,11 @@ impl Outcome {
         }
     }
 
-    /// The status report that tells the hub about this outcome.
-    pub fn to_report(&self) -> StatusReport {
+    /// The status report that tells the hub about this outcome, as report number `seq` on its
+    /// assignment.
+    pub fn to_report(&self, seq: u64) -> StatusReport {
         StatusReport {
+            seq,
             state: self.state,
             exit_code: self.exit_code,
             message: self.message.clone(),
@@ -197,7 +199,7 @@ mod tests {
         let start = Instant::now();
         let outcome = run_builtin(&assignment(sleep(30), None), &CancellationToken::new()).await;
         assert_eq!(outcome, Outcome::succeeded());
-        assert_eq!(outcome.to_report().exit_code, Some(0));
+        assert_eq!(outcome.to_report(1).exit_code, Some(0));
         assert_eq!(start.elapsed(), Duration::from_secs(30));
     }
 
@@ -235,7 +237,7 @@ mod tests {
         cancel.cancel();
         let outcome = task.await.unwrap();
         assert_eq!(outcome.state, WorkerState::Stopped);
-        assert_eq!(outcome.to_report().state, WorkerState::Stopped);
+        assert_eq!(outcome.to_report(1).state, WorkerState::Stopped);
         assert_eq!(
             cancelled_at.elapsed(),
             Duration::ZERO,

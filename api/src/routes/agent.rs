@@ -23,7 +23,7 @@ use crds::agent::{
     RegisterResponse, StatusReport,
 };
 use crds::{
-    agent::{ATTEMPT_ENV, CHECKPOINT_URI_ENV, CheckpointReport},
+    agent::{ATTEMPT_ENV, CHECKPOINT_URI_ENV, CheckpointReport, STALE_REPORT},
     v1alpha1::EnvVar,
 };
 use k256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
@@ -34,6 +34,7 @@ use crate::{
     extract::{AgentNode, Json, Path},
     ids,
     lifecycle::AssignmentPhase,
+    network,
     state::AppState,
     store::{AssignmentOutcome, CheckpointOutcome, Registration, hash_secret, now_ms},
 };
@@ -124,6 +125,15 @@ async fn register(
             ));
         }
     };
+    // The node's previous token is superseded: this replica stops honouring it at once (others
+    // within `heartbeats::TOKEN_TTL`).
+    state.sessions.forget_node(&node.name);
+    // After the registration, so that a refused one changes no node's address. Should this write
+    // fail, the agent gets a 500 and registers again.
+    state
+        .store
+        .set_probe_address(&node.name, req.probe_address.as_deref())
+        .await?;
     tracing::info!(node = %node.name, region = %node.region, gpus = node.gpus.len(), simulated = node.simulated, public_key = %req.public_key, "node registered");
     state.wake_scheduler.notify_one();
     Ok(axum::Json(RegisterResponse {
@@ -138,6 +148,9 @@ async fn register(
 /// address). Returns the node's public key.
 fn validate_registration(req: &RegisterRequest) -> ApiResult<VerifyingKey> {
     validate_gpus(&req.gpus, "gpus")?;
+    if let Some(address) = &req.probe_address {
+        network::validate_probe_address(address)?;
+    }
     public_key(&req.public_key)
 }
 
@@ -207,23 +220,27 @@ async fn heartbeat(
     if let Some(gpus) = &req.gpus {
         validate_gpus(gpus, "gpus")?;
     }
+    network::validate(&req)?;
     state
-        .store
-        .record_heartbeat(&node, req.gpus.as_deref())
+        .sessions
+        .heartbeat(&state.store, &node, req.gpus.as_deref())
         .await?;
     let held: Vec<String> = req.assignments.iter().map(|a| a.id.clone()).collect();
     let grace_ms = 2 * state.settings.heartbeat_interval.as_millis() as i64;
-    let (stop, settled) = state.store.reconcile_held(&node, &held, grace_ms).await?;
-    if settled > 0 {
-        // Freed GPUs, or a job sent back to Pending for another attempt.
-        state.notify_assignments();
-    }
+    let (stop, settled) = state
+        .sessions
+        .reconcile(&state.store, &node, &held, grace_ms)
+        .await?;
+    // A new inventory, freed GPUs, or a job sent back to Pending for another attempt.
     if req.gpus.is_some() || settled > 0 {
         state.wake_scheduler.notify_one();
     }
+    // Measurements and telemetry wait in memory for the flush; targets come from memory too.
+    let probe_targets = state.sessions.network.heartbeat(&node, &req, now_ms());
     Ok(axum::Json(HeartbeatResponse {
         stop,
         heartbeat_interval_seconds: state.settings.heartbeat_interval.as_secs().max(1) as u32,
+        probe_targets,
     }))
 }
 
@@ -244,7 +261,7 @@ async fn assignments(
     }
     .min(state.settings.max_poll_wait);
     let deadline = tokio::time::Instant::now() + wait;
-    let mut changes = state.assignments_changed.subscribe();
+    let mut changes = state.sessions.watch_work(&node);
     let mut shutdown = state.shutdown.clone();
     loop {
         changes.mark_unchanged();
@@ -319,7 +336,8 @@ fn attempt_env(attempt: u32, resume_checkpoint: Option<String>) -> Vec<EnvVar> {
 
 /// A worker saved a checkpoint: it becomes the job's latest unless the job has a later one, and a
 /// re-placed attempt resumes from it. Only a live assignment's worker speaks for the job: a
-/// report on one that ended (or was lost) is refused, like a late status report.
+/// report on one that ended (or was lost) is refused, like a late status report, and so is a
+/// report whose `seq` the hub has already passed.
 async fn checkpoint(
     State(state): State<AppState>,
     AgentNode(node): AgentNode,
@@ -338,16 +356,13 @@ async fn checkpoint(
             "must not contain control characters",
         ));
     }
-    match state
-        .store
-        .record_checkpoint(&node, &id, &report.uri, report.step)
-        .await?
-    {
+    match state.store.record_checkpoint(&node, &id, &report).await? {
         CheckpointOutcome::Recorded => {
             tracing::debug!(assignment = %id, step = report.step, "checkpoint recorded");
             Ok(StatusCode::NO_CONTENT)
         }
         CheckpointOutcome::Older => Ok(StatusCode::NO_CONTENT),
+        CheckpointOutcome::Stale { last } => Err(stale(&id, report.seq, last)),
         CheckpointOutcome::Conflict { current } => Err(ApiError::conflict(
             "assignment_final",
             format!(
@@ -361,6 +376,9 @@ async fn checkpoint(
     }
 }
 
+/// A worker's state changed: the assignment follows it, and the job moves on when the report
+/// completes a step. A report whose `seq` the hub has already passed is refused and changes
+/// nothing, so a replayed or delayed report cannot undo a newer one.
 async fn status(
     State(state): State<AppState>,
     AgentNode(node): AgentNode,
@@ -372,13 +390,13 @@ async fn status(
     }
     match state.store.report_status(&node, &id, &report).await? {
         AssignmentOutcome::Applied => {
-            state.notify_assignments();
             if report.state.is_final() {
                 state.wake_scheduler.notify_one();
             }
             Ok(StatusCode::NO_CONTENT)
         }
         AssignmentOutcome::Unchanged => Ok(StatusCode::NO_CONTENT),
+        AssignmentOutcome::Stale { last } => Err(stale(&id, report.seq, last)),
         AssignmentOutcome::Conflict { current } => Err(ApiError::conflict(
             "assignment_final",
             format!(
@@ -391,4 +409,15 @@ async fn status(
             "assignment {id} on node {node}"
         ))),
     }
+}
+
+/// The answer to a report whose `seq` is not above the highest the hub applied for its assignment.
+fn stale(id: &str, seq: u64, last: u64) -> ApiError {
+    ApiError::conflict(
+        STALE_REPORT,
+        format!(
+            "assignment {id}: report seq {seq} is not above {last}, the last one applied; \
+             the hub already has this report or a newer one"
+        ),
+    )
 }

@@ -142,10 +142,8 @@ async fn cancel(
 ) -> ApiResult<axum::Json<Job>> {
     let row = match state.store.cancel_job(&tenant, &id).await? {
         CancelOutcome::NotFound => return Err(ApiError::NotFound(format!("job {id}"))),
-        CancelOutcome::Cancelled(row) => {
-            state.notify_assignments();
-            row
-        }
+        // Its workers learn to stop from their agents' next heartbeats.
+        CancelOutcome::Cancelled(row) => row,
         CancelOutcome::AlreadyFinal(row) if row.phase == JobPhase::Cancelled => row,
         CancelOutcome::AlreadyFinal(row) => {
             return Err(ApiError::conflict(
@@ -226,9 +224,16 @@ impl Page {
                     field: Some("limit".into()),
                 })?,
         };
-        Ok(Self {
-            limit,
-            after: query.get("after").cloned().filter(|a| !a.is_empty()),
-        })
+        let after = query.get("after").cloned().filter(|a| !a.is_empty());
+        // Cursors are ids and names, which never hold a NUL; PostgreSQL cannot compare text with
+        // one (the query fails), so refuse it rather than answer 500.
+        if after.as_ref().is_some_and(|a| a.contains('\0')) {
+            return Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: "after must not contain a NUL character".into(),
+                field: Some("after".into()),
+            });
+        }
+        Ok(Self { limit, after })
     }
 }

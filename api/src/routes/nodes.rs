@@ -35,10 +35,13 @@ async fn list(
         .list_nodes(page.after.as_deref(), page.limit)
         .await?;
     let (now, timeout) = (now_ms(), state.settings.node_timeout.as_millis() as i64);
-    Ok(axum::Json(List {
-        items: rows.iter().map(|n| views::node(n, now, timeout)).collect(),
-        next,
-    }))
+    let mut items: Vec<Node> = rows.iter().map(|n| views::node(n, now, timeout)).collect();
+    state
+        .sessions
+        .network
+        .annotate(&state.store, &mut items)
+        .await?;
+    Ok(axum::Json(List { items, next }))
 }
 
 async fn read(
@@ -51,9 +54,15 @@ async fn read(
         .get_node(&name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("node {name}")))?;
-    Ok(axum::Json(views::node(
+    let mut node = views::node(
         &row,
         now_ms(),
         state.settings.node_timeout.as_millis() as i64,
-    )))
+    );
+    state
+        .sessions
+        .network
+        .annotate(&state.store, std::slice::from_mut(&mut node))
+        .await?;
+    Ok(axum::Json(node))
 }

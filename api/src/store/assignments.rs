@@ -1,21 +1,27 @@
-//! Assignments: placing a job attempt, what agents run, what they report, the checkpoints they
+//! Assignments: what agents run, what they report, the checkpoints they
 //! save, and what becomes of work on a node that fell silent.
 
 use sqlx::AssertSqlSafe;
 use std::collections::HashSet;
 
-use crds::{agent::StatusReport, money::Price, v1alpha1::JobPhase};
+use crds::{
+    agent::{CheckpointReport, StatusReport, WorkerState},
+    money::Price,
+    v1alpha1::JobPhase,
+};
 use sqlx::{Any, Row, Transaction};
 
 use super::{
-    Result, Store, StoreError, is_unique_violation,
-    jobs::{AttemptFailure, fail_attempt, insert_event, lock_job, transition},
+    Result, Store, StoreError,
+    jobs::{AttemptFailure, fail_attempt, lock_job, transition},
     leases::{Fence, check_fence},
     nodes::micros,
     now_ms,
     rows::*,
 };
-use crate::lifecycle::{AssignmentPhase, ReportEffect, report_effect};
+use crate::lifecycle::{
+    AssignmentPhase, FailureReason, JobTransition, ReportEffect, report_effect,
+};
 
 /// One worker of a placement, before it is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +40,9 @@ pub enum AssignmentOutcome {
     Applied,
     /// Nothing to change: a repeat, or progress on an assignment being stopped.
     Unchanged,
+    /// The report's `seq` is not above the highest applied for the assignment (`last`): a replay,
+    /// or a report overtaken by a newer one. Nothing changed.
+    Stale { last: u64 },
     /// The assignment already ended differently.
     Conflict { current: AssignmentPhase },
     /// No such assignment on this node.
@@ -45,8 +54,12 @@ pub enum AssignmentOutcome {
 pub enum CheckpointOutcome {
     /// It is the job's checkpoint now.
     Recorded,
-    /// The job already has a checkpoint at this step or a later one; nothing changed.
+    /// The job already has a checkpoint at this step or a later one; only the report's `seq` was
+    /// recorded.
     Older,
+    /// The report's `seq` is not above the highest applied for the assignment (`last`). Nothing
+    /// changed.
+    Stale { last: u64 },
     /// The assignment has ended (or was lost): its worker no longer speaks for the job.
     Conflict { current: AssignmentPhase },
     /// No such assignment on this node.
@@ -54,119 +67,6 @@ pub enum CheckpointOutcome {
 }
 
 impl Store {
-    /// Writes a placement for a Pending job in one transaction: the job becomes Scheduled with a new
-    /// attempt, each worker gets an assignment, each GPU an allocation. Returns false, writing
-    /// nothing, if the job is no longer Pending at `attempt` or a GPU was taken meanwhile.
-    pub async fn place_job(
-        &self,
-        job_id: &str,
-        attempt: u32,
-        workers: &[NewAssignment],
-    ) -> Result<bool> {
-        self.place_job_fenced(job_id, attempt, workers, None).await
-    }
-
-    /// [`Store::place_job`] under `fence`: also returns false, writing nothing, when the fence's
-    /// lease has moved on (the scheduling loop's replica is no longer the leader).
-    pub async fn place_job_fenced(
-        &self,
-        job_id: &str,
-        attempt: u32,
-        workers: &[NewAssignment],
-        fence: Option<&Fence>,
-    ) -> Result<bool> {
-        let now = now_ms();
-        let price = workers.iter().map(|w| w.price_micros).max().unwrap_or(0);
-        let nodes: Vec<&str> = {
-            let mut seen = HashSet::new();
-            workers
-                .iter()
-                .map(|w| w.node_name.as_str())
-                .filter(|n| seen.insert(*n))
-                .collect()
-        };
-        let message = format!(
-            "{} worker{} on {}",
-            workers.len(),
-            if workers.len() == 1 { "" } else { "s" },
-            nodes.join(", ")
-        );
-        let mut tx = self.write_tx().await?;
-        if !check_fence(&mut tx, fence).await? {
-            return Ok(false);
-        }
-        let moved = sqlx::query(
-            "UPDATE jobs SET phase = 'Scheduled', attempt = attempt + 1, scheduled_at = $3, started_at = NULL, \
-             deadline_at = NULL, price_micros = $4, reason = 'Placed', message = $5 \
-             WHERE id = $1 AND phase = 'Pending' AND attempt = $2",
-        )
-        .bind(job_id)
-        .bind(i64::from(attempt))
-        .bind(now)
-        .bind(micros(price)?)
-        .bind(&message)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
-            return Ok(false);
-        }
-        // The attempt resumes from the job's checkpoint as it is now; fixing it on the assignment
-        // keeps what the agent is told stable while later checkpoints arrive.
-        let resume: Option<String> = sqlx::query("SELECT checkpoint_uri FROM jobs WHERE id = $1")
-            .bind(job_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("checkpoint_uri")?;
-        let new_attempt = attempt + 1;
-        for worker in workers {
-            sqlx::query(
-                "INSERT INTO assignments (id, job_id, attempt, worker_rank, node_name, gpus, price_micros, state, created_at, \
-                 resume_checkpoint) VALUES ($1, $2, $3, $4, $5, $6, $7, 'Assigned', $8, $9)",
-            )
-            .bind(&worker.id)
-            .bind(job_id)
-            .bind(i64::from(new_attempt))
-            .bind(i64::from(worker.rank))
-            .bind(&worker.node_name)
-            .bind(serde_json::to_string(&worker.gpus).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            .bind(micros(worker.price_micros)?)
-            .bind(now)
-            .bind(resume.as_deref())
-            .execute(&mut *tx)
-            .await?;
-            for gpu in &worker.gpus {
-                let allocated =
-                    sqlx::query("INSERT INTO gpu_allocations (node_name, gpu_uuid, assignment_id) VALUES ($1, $2, $3)")
-                        .bind(&worker.node_name)
-                        .bind(gpu)
-                        .bind(&worker.id)
-                        .execute(&mut *tx)
-                        .await;
-                match allocated {
-                    Ok(_) => {}
-                    // Someone else holds this GPU now: give up the whole placement.
-                    Err(e) if is_unique_violation(&e) => return Ok(false),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        insert_event(
-            &mut tx,
-            job_id,
-            now,
-            Some(JobPhase::Pending),
-            JobPhase::Scheduled,
-            "Placed",
-            Some(&message),
-            new_attempt,
-            nodes.first().copied(),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
     /// Assignments of a job's attempt, by rank.
     pub async fn job_assignments(&self, job_id: &str, attempt: u32) -> Result<Vec<AssignmentRow>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
@@ -231,15 +131,17 @@ impl Store {
                 }
                 AssignmentPhase::Starting | AssignmentPhase::Running => {
                     settled += 1;
-                    let report = StatusReport {
-                        state: crds::agent::WorkerState::Failed,
+                    // The hub's own finding, not a report: it takes no place in the agent's
+                    // sequence of reports.
+                    let failed = WorkerChange {
+                        state: WorkerState::Failed,
                         exit_code: None,
                         message: Some(
-                            "the node's agent no longer runs this worker (it restarted or lost it)"
-                                .into(),
+                            "the node's agent no longer runs this worker (it restarted or lost it)",
                         ),
+                        seq: None,
                     };
-                    self.report_status(node, &gone.id, &report).await?;
+                    self.change_worker(node, &gone.id, &failed).await?;
                 }
                 _ => {}
             }
@@ -276,33 +178,58 @@ impl Store {
     }
 
     /// Applies an agent's report on one of its assignments, and moves the job on when the report
-    /// completes a step (all workers running, all succeeded, one failed).
+    /// completes a step (all workers running, all succeeded, one failed). A report whose `seq` is
+    /// not above the highest applied for the assignment changes nothing ([`AssignmentOutcome::Stale`]);
+    /// any other report the hub takes, even one with nothing to change, records its `seq`.
     pub async fn report_status(
         &self,
         node: &str,
         id: &str,
         report: &StatusReport,
     ) -> Result<AssignmentOutcome> {
+        let change = WorkerChange {
+            state: report.state,
+            exit_code: report.exit_code,
+            message: report.message.as_deref(),
+            seq: Some(report.seq),
+        };
+        self.change_worker(node, id, &change).await
+    }
+
+    /// Applies `change` to assignment `id` of `node` (see [`Store::report_status`]).
+    async fn change_worker(
+        &self,
+        node: &str,
+        id: &str,
+        change: &WorkerChange<'_>,
+    ) -> Result<AssignmentOutcome> {
+        let seq = change.seq.map(stored_seq).transpose()?;
         let mut tx = self.write_tx().await?;
-        // Lock the job's row first (the order place_job and cancel_job take: job, then its
+        // Lock the job's row first (the order placement and cancellation take too: job, then its
         // assignments). Reports on workers of one job then apply one after the other, each reading
-        // what the others committed; on PostgreSQL (READ COMMITTED) two simultaneous reports would
-        // otherwise each miss the other's and neither would move the job on. SQLite's
-        // BEGIN IMMEDIATE already serializes writers.
+        // what the others committed (the last applied `seq` included); on PostgreSQL (READ
+        // COMMITTED) two simultaneous reports would otherwise each miss the other's and neither
+        // would move the job on. SQLite's BEGIN IMMEDIATE already serializes writers.
         lock_job_of_assignment(&mut tx, id).await?;
         let now = now_ms();
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE id = $1 AND node_name = $2"
-        )))
-        .bind(id)
-        .bind(node)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(assignment) = row.as_ref().map(AssignmentRow::from_row).transpose()? else {
+        let Some((assignment, last)) = fetch_reported(&mut tx, node, id).await? else {
             return Ok(AssignmentOutcome::NotFound);
         };
-        let target = match report_effect(assignment.state, report.state) {
-            ReportEffect::Ignore => return Ok(AssignmentOutcome::Unchanged),
+        if let Some(seq) = seq
+            && seq <= last
+        {
+            return Ok(AssignmentOutcome::Stale {
+                last: last.unsigned_abs(),
+            });
+        }
+        let target = match report_effect(assignment.state, change.state) {
+            ReportEffect::Ignore => {
+                if let Some(seq) = seq {
+                    record_seq(&mut tx, id, seq).await?;
+                    tx.commit().await?;
+                }
+                return Ok(AssignmentOutcome::Unchanged);
+            }
             ReportEffect::Conflict => {
                 return Ok(AssignmentOutcome::Conflict {
                     current: assignment.state,
@@ -314,8 +241,8 @@ impl Store {
             "UPDATE assignments SET state = $3, \
              started_at = CASE WHEN $4 = 1 THEN COALESCE(started_at, $5) ELSE started_at END, \
              finished_at = CASE WHEN $6 = 1 THEN $5 ELSE finished_at END, \
-             exit_code = COALESCE($7, exit_code), message = COALESCE($8, message) \
-             WHERE id = $1 AND state = $2",
+             exit_code = COALESCE($7, exit_code), message = COALESCE($8, message), \
+             report_seq = COALESCE($9, report_seq) WHERE id = $1 AND state = $2",
         )
         .bind(id)
         .bind(assignment.state.as_str())
@@ -325,8 +252,9 @@ impl Store {
         ))
         .bind(now)
         .bind(i64::from(target.is_final()))
-        .bind(report.exit_code.map(i64::from))
-        .bind(report.message.as_deref())
+        .bind(change.exit_code.map(i64::from))
+        .bind(change.message)
+        .bind(seq)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -451,30 +379,33 @@ impl Store {
         Ok(lost)
     }
 
-    /// Records a checkpoint a worker of `node` reported on assignment `id` as its job's latest,
-    /// unless the job already has one at `step` or later (checkpoints never go backwards).
+    /// Records a checkpoint a worker of `node` reported on assignment `id` (report number `seq`)
+    /// as its job's latest, unless the job already has one at `step` or later (checkpoints never
+    /// go backwards). A report whose `seq` is not above the highest applied for the assignment
+    /// changes nothing, as for status reports.
     pub async fn record_checkpoint(
         &self,
         node: &str,
         id: &str,
-        uri: &str,
-        step: u64,
+        report: &CheckpointReport,
     ) -> Result<CheckpointOutcome> {
-        let step = i64::try_from(step).map_err(|_| {
-            StoreError::Corrupt(format!("checkpoint step {step} exceeds the store's range"))
+        let step = i64::try_from(report.step).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "checkpoint step {} exceeds the store's range",
+                report.step
+            ))
         })?;
+        let seq = stored_seq(report.seq)?;
         let mut tx = self.write_tx().await?;
         lock_job_of_assignment(&mut tx, id).await?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE id = $1 AND node_name = $2"
-        )))
-        .bind(id)
-        .bind(node)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(assignment) = row.as_ref().map(AssignmentRow::from_row).transpose()? else {
+        let Some((assignment, last)) = fetch_reported(&mut tx, node, id).await? else {
             return Ok(CheckpointOutcome::NotFound);
         };
+        if seq <= last {
+            return Ok(CheckpointOutcome::Stale {
+                last: last.unsigned_abs(),
+            });
+        }
         if assignment.state.is_final() {
             return Ok(CheckpointOutcome::Conflict {
                 current: assignment.state,
@@ -485,12 +416,13 @@ impl Store {
              WHERE id = $1 AND (checkpoint_step IS NULL OR checkpoint_step < $3)",
         )
         .bind(&assignment.job_id)
-        .bind(uri)
+        .bind(&report.uri)
         .bind(step)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        record_seq(&mut tx, id, seq).await?;
         tx.commit().await?;
         Ok(if changed > 0 {
             CheckpointOutcome::Recorded
@@ -498,6 +430,50 @@ impl Store {
             CheckpointOutcome::Older
         })
     }
+}
+
+/// A worker's state as it changes: an agent's report (with its `seq`), or the hub's own finding
+/// (an agent that no longer holds the worker), which has no `seq`.
+struct WorkerChange<'a> {
+    state: WorkerState,
+    exit_code: Option<i32>,
+    message: Option<&'a str>,
+    seq: Option<u64>,
+}
+
+/// A report's `seq` as the store keeps it (a signed 64-bit integer; the API refuses larger ones).
+fn stored_seq(seq: u64) -> Result<i64> {
+    i64::try_from(seq)
+        .map_err(|_| StoreError::Corrupt(format!("report seq {seq} exceeds the store's range")))
+}
+
+/// Assignment `id` of `node` and the highest report `seq` applied to it (0: none yet), read in
+/// the caller's transaction after it locked the job's row: every writer of `report_seq` holds that
+/// lock, so the number cannot move before the caller commits.
+async fn fetch_reported(
+    tx: &mut Transaction<'static, Any>,
+    node: &str,
+    id: &str,
+) -> Result<Option<(AssignmentRow, i64)>> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ASSIGNMENT_COLUMNS}, report_seq FROM assignments WHERE id = $1 AND node_name = $2"
+    )))
+    .bind(id)
+    .bind(node)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|row| Ok((AssignmentRow::from_row(&row)?, row.try_get("report_seq")?)))
+        .transpose()
+}
+
+/// Records `seq` as the highest report applied to assignment `id`.
+async fn record_seq(tx: &mut Transaction<'static, Any>, id: &str, seq: i64) -> Result<()> {
+    sqlx::query("UPDATE assignments SET report_seq = $2 WHERE id = $1")
+        .bind(id)
+        .bind(seq)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Locks the row of the job assignment `id` belongs to (see [`lock_job`]).
@@ -563,13 +539,12 @@ async fn roll_up_job(tx: &mut Transaction<'static, Any>, job_id: &str, now: i64)
         fail_attempt(tx, &job, &failure, now).await?;
         return Ok(());
     }
-    let (to, reason, message) = if current
+    let (step, message) = if current
         .iter()
         .all(|a| a.state == AssignmentPhase::Succeeded)
     {
         (
-            JobPhase::Succeeded,
-            "Completed",
+            JobTransition::Succeed,
             "all workers exited successfully".to_string(),
         )
     } else if job.phase == JobPhase::Scheduled
@@ -581,14 +556,13 @@ async fn roll_up_job(tx: &mut Transaction<'static, Any>, job_id: &str, now: i64)
         })
     {
         (
-            JobPhase::Running,
-            "Started",
+            JobTransition::Start,
             format!("{} worker(s) running", current.len()),
         )
     } else {
         return Ok(());
     };
-    transition(tx, &job, to, reason, &message, None, now).await?;
+    transition(tx, &job, step, &message, None, now).await?;
     Ok(())
 }
 
@@ -608,7 +582,7 @@ fn attempt_failure(
             .collect();
         let why = first.message.as_deref().unwrap_or("no heartbeat");
         return Some(AttemptFailure {
-            reason: "NodeLost",
+            reason: FailureReason::NodeLost,
             detail: format!(
                 "node {} was lost ({why}) with worker{} {}",
                 first.node_name,
@@ -616,7 +590,6 @@ fn attempt_failure(
                 ranks.join(", ")
             ),
             nodes: vec![first.node_name.clone()],
-            retryable: true,
         });
     }
     let detail = first.message.as_deref().unwrap_or("no reason given");
@@ -640,22 +613,20 @@ fn attempt_failure(
             .map(|d| d.to_string())
             .unwrap_or_default();
         return Some(AttemptFailure {
-            reason: "DeadlineExceeded",
+            reason: FailureReason::DeadlineExceeded,
             detail: format!(
                 "worker {} on {} ran for the job's whole maxRuntime {limit} and ended: {detail}{code}",
                 first.rank, first.node_name
             ),
             nodes: Vec::new(),
-            retryable: false,
         });
     }
     Some(AttemptFailure {
-        reason: "WorkerFailed",
+        reason: FailureReason::WorkerFailed,
         detail: format!(
             "worker {} on {} failed: {detail}{code}",
             first.rank, first.node_name
         ),
         nodes: vec![first.node_name.clone()],
-        retryable: true,
     })
 }

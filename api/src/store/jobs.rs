@@ -1,12 +1,14 @@
 //! Jobs: submission (idempotent), reads, lists and cancellation; how a failed attempt ends its job
-//! or sends it back to Pending for another attempt; the hub's own maxRuntime deadline.
+//! or sends it back to Pending for another attempt; the hub's own maxRuntime deadline; and the one
+//! way a job's phase changes, [`transition`] (and [`place_attempts`] for placements), each a
+//! compare-and-set on the phases a [`JobTransition`] may leave, logged as an event.
 
 use crds::v1alpha1::{ComputeJobSpec, JobPhase};
 use sqlx::AssertSqlSafe;
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Row, Transaction};
 
-use super::{Result, Store, StoreError, is_unique_violation, now_ms, rows::*};
-use crate::lifecycle::{AssignmentPhase, job_transition_allowed};
+use super::{Result, Store, StoreError, is_unique_violation, nodes::micros, now_ms, rows::*};
+use crate::lifecycle::{AssignmentPhase, FailureReason, JobTransition};
 
 /// A job to insert.
 #[derive(Clone, Debug)]
@@ -200,10 +202,9 @@ impl Store {
             |d| format!("maxRuntime {d}"),
         );
         let failure = AttemptFailure {
-            reason: "DeadlineExceeded",
+            reason: FailureReason::DeadlineExceeded,
             detail: format!("the job ran longer than its {limit}; its workers are stopped"),
             nodes: Vec::new(),
-            retryable: false,
         };
         let moved = fail_attempt(&mut tx, &job, &failure, now).await?;
         tx.commit().await?;
@@ -248,21 +249,19 @@ impl Store {
         else {
             return Ok(CancelOutcome::NotFound);
         };
-        if !job_transition_allowed(job.phase, JobPhase::Cancelled) {
+        if JobTransition::Cancel.apply(job.phase).is_none() {
             return Ok(CancelOutcome::AlreadyFinal(job));
         }
-        let now = now_ms();
-        let changed = sqlx::query(
-            "UPDATE jobs SET phase = 'Cancelled', reason = 'Cancelled', message = 'cancelled by the user', \
-             finished_at = $2 WHERE id = $1 AND phase = $3",
+        let cancelled = transition(
+            &mut tx,
+            &job,
+            JobTransition::Cancel,
+            "cancelled by the user",
+            None,
+            now_ms(),
         )
-        .bind(id)
-        .bind(now)
-        .bind(job.phase.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
+        .await?;
+        if !cancelled {
             // Another writer changed the job between our read and write: report what it is now.
             drop(tx);
             return match self.get_job(Some(tenant_id), id).await? {
@@ -271,19 +270,6 @@ impl Store {
                 None => Ok(CancelOutcome::NotFound),
             };
         }
-        stop_live_assignments(&mut tx, id).await?;
-        insert_event(
-            &mut tx,
-            id,
-            now,
-            Some(job.phase),
-            JobPhase::Cancelled,
-            "Cancelled",
-            Some("cancelled by the user"),
-            job.attempt,
-            None,
-        )
-        .await?;
         let row = fetch_job(&mut tx, id)
             .await?
             .ok_or_else(|| StoreError::Corrupt("cancelled job vanished".into()))?;
@@ -363,15 +349,12 @@ pub(super) async fn stop_live_assignments(
 /// Why a job attempt failed, as [`fail_attempt`] records it.
 #[derive(Clone, Debug)]
 pub(super) struct AttemptFailure {
-    /// The machine-readable reason: `NodeLost`, `WorkerFailed` or `DeadlineExceeded`.
-    pub reason: &'static str,
+    /// The machine-readable reason; it also says whether another attempt could do better.
+    pub reason: FailureReason,
     /// What happened, for people (`worker 0 on gn-a failed: … (exit code 3)`).
     pub detail: String,
     /// The nodes the attempt failed on; the job is never placed on them again.
     pub nodes: Vec<String>,
-    /// Whether another attempt could do better. Not so when the job used up its maxRuntime: a
-    /// retry would only run as long again.
-    pub retryable: bool,
 }
 
 /// Ends a job's current attempt after `failure`, in the caller's transaction (which holds the job's
@@ -400,37 +383,27 @@ pub(super) async fn fail_attempt(
             .is_some_and(|sites| sites.iter().any(|s| &s.node == *node))
     });
     let node = failure.nodes.first().map(String::as_str);
-    if failure.retryable && job.attempt < max && data_site.is_none() {
+    let retryable = failure.reason.retryable();
+    if retryable && job.attempt < max && data_site.is_none() {
         let message = format!(
             "attempt {} of {max} failed: {}; attempt {} will be placed on another node",
             job.attempt,
             failure.detail,
             job.attempt + 1
         );
-        // The placement times go with the attempt: a Pending job is not scheduled, and the next
-        // attempt's start (and deadline) are its own.
-        let changed = sqlx::query(
-            "UPDATE jobs SET phase = 'Pending', reason = 'Retrying', message = $3, scheduled_at = NULL, \
-             started_at = NULL, deadline_at = NULL WHERE id = $1 AND phase = $2",
-        )
-        .bind(&job.id)
-        .bind(job.phase.as_str())
-        .bind(&message)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
+        let step = JobTransition::Retry;
+        if !move_job(tx, job, step, &message, now).await? {
             return Ok(None);
         }
         exclude_nodes(tx, job, failure, now).await?;
-        stop_live_assignments(tx, &job.id).await?;
+        // The failure itself, in the phase the job was in, then the move it caused.
         insert_event(
             tx,
             &job.id,
             now,
             Some(job.phase),
             job.phase,
-            failure.reason,
+            failure.reason.as_str(),
             Some(&failure.detail),
             job.attempt,
             node,
@@ -441,40 +414,32 @@ pub(super) async fn fail_attempt(
             &job.id,
             now,
             Some(job.phase),
-            JobPhase::Pending,
-            "Retrying",
+            step.to(),
+            step.reason(),
             Some(&message),
             job.attempt,
             node,
         )
         .await?;
-        return Ok(Some(JobPhase::Pending));
+        return Ok(Some(step.to()));
     }
     let message = match data_site {
         Some(site) => format!(
             "{}; not retried: the job's data lives on {site}",
             failure.detail
         ),
-        None if failure.retryable && max > 1 => format!(
+        None if retryable && max > 1 => format!(
             "{} (attempt {} of {max}: no attempts left)",
             failure.detail, job.attempt
         ),
         None => failure.detail.clone(),
     };
-    let moved = transition(
-        tx,
-        job,
-        JobPhase::Failed,
-        failure.reason,
-        &message,
-        node,
-        now,
-    )
-    .await?;
+    let step = JobTransition::Fail(failure.reason);
+    let moved = transition(tx, job, step, &message, node, now).await?;
     if moved {
         exclude_nodes(tx, job, failure, now).await?;
     }
-    Ok(moved.then_some(JobPhase::Failed))
+    Ok(moved.then_some(step.to()))
 }
 
 /// Records the nodes an attempt failed on (the first failure on a node is the one kept).
@@ -492,7 +457,7 @@ async fn exclude_nodes(
         .bind(&job.id)
         .bind(node)
         .bind(i64::from(job.attempt))
-        .bind(failure.reason)
+        .bind(failure.reason.as_str())
         .bind(now)
         .execute(&mut **tx)
         .await?;
@@ -500,51 +465,101 @@ async fn exclude_nodes(
     Ok(())
 }
 
-/// Moves `job` from the phase it was read in to `to` (compare-and-set) with its event; a job that
-/// fails has its live workers told to stop, and a job that starts running gets its maxRuntime
-/// deadline. Returns false, changing nothing, when the move is not allowed or another writer moved
-/// the job first.
+/// Moves `job`, in the phase this transaction read it in, on by `step`, and logs the move as an
+/// event. Returns false, changing nothing, when `step` may not leave the job's phase or another
+/// writer moved the job first.
 pub(super) async fn transition(
     tx: &mut Transaction<'static, Any>,
     job: &JobRow,
-    to: JobPhase,
-    reason: &str,
+    step: JobTransition,
     message: &str,
     node: Option<&str>,
     now: i64,
 ) -> Result<bool> {
-    if to == job.phase || !job_transition_allowed(job.phase, to) {
+    if !move_job(tx, job, step, message, now).await? {
         return Ok(false);
     }
+    insert_event(
+        tx,
+        &job.id,
+        now,
+        Some(job.phase),
+        step.to(),
+        step.reason(),
+        Some(message),
+        job.attempt,
+        node,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// `('Scheduled', 'Running')`: the phases `step` may leave, as SQL for a compare-and-set's
+/// `phase IN …`, so the database refuses exactly what the type does. Phase names are fixed
+/// identifiers, never input.
+fn leaves_sql(step: JobTransition) -> String {
+    let phases: Vec<String> = step
+        .from_phases()
+        .iter()
+        .map(|phase| format!("'{}'", phase.as_str()))
+        .collect();
+    format!("({})", phases.join(", "))
+}
+
+/// [`transition`] without its event, for a caller that logs more than the move (a retry logs the
+/// failure first). The compare-and-set is on the phase `job` was read in and on the phases `step`
+/// may leave. A job that starts running gets its maxRuntime deadline; one whose attempt ends
+/// without its workers has them told to stop; a retried job's attempt times are cleared.
+async fn move_job(
+    tx: &mut Transaction<'static, Any>,
+    job: &JobRow,
+    step: JobTransition,
+    message: &str,
+    now: i64,
+) -> Result<bool> {
+    let Some(to) = step.apply(job.phase) else {
+        return Ok(false);
+    };
     // A job that ends straight from Scheduled (its workers finished before all reported running)
     // still gets a start time, so its conditions and usage read sensibly.
-    let started = to == JobPhase::Running
-        || (to.is_final() && job.started_at.is_none() && job.phase == JobPhase::Scheduled);
-    let changed = sqlx::query(
+    let started = match step {
+        JobTransition::Start => true,
+        JobTransition::Succeed | JobTransition::Fail(_) => job.phase == JobPhase::Scheduled,
+        _ => false,
+    };
+    // The placement times go with the attempt: a Pending job is not scheduled, and the next
+    // attempt's start (and deadline) are its own.
+    let cleared = step == JobTransition::Retry;
+    let changed = sqlx::query(AssertSqlSafe(format!(
         "UPDATE jobs SET phase = $3, reason = $4, message = $5, \
-         started_at = CASE WHEN $6 = 1 THEN COALESCE(started_at, $7) ELSE started_at END, \
-         finished_at = CASE WHEN $8 = 1 THEN $7 ELSE finished_at END WHERE id = $1 AND phase = $2",
-    )
+         scheduled_at = CASE WHEN $9 = 1 THEN NULL ELSE scheduled_at END, \
+         started_at = CASE WHEN $9 = 1 THEN NULL WHEN $6 = 1 THEN COALESCE(started_at, $7) ELSE started_at END, \
+         deadline_at = CASE WHEN $9 = 1 THEN NULL ELSE deadline_at END, \
+         finished_at = CASE WHEN $8 = 1 THEN $7 ELSE finished_at END \
+         WHERE id = $1 AND phase = $2 AND phase IN {}",
+        leaves_sql(step)
+    )))
     .bind(&job.id)
     .bind(job.phase.as_str())
     .bind(to.as_str())
-    .bind(reason)
+    .bind(step.reason())
     .bind(message)
     .bind(i64::from(started))
     .bind(now)
     .bind(i64::from(to.is_final()))
+    .bind(i64::from(cleared))
     .execute(&mut **tx)
     .await?
     .rows_affected();
     if changed == 0 {
         return Ok(false);
     }
-    if to == JobPhase::Running
+    if step == JobTransition::Start
         && let Some(limit) = job.spec.max_runtime
     {
         let limit_ms =
             i64::try_from(std::time::Duration::from(limit).as_millis()).unwrap_or(i64::MAX);
-        // The attempt's start is now unless it was recorded earlier (place_job clears it).
+        // The attempt's start is now unless it was recorded earlier (placement clears it).
         let deadline = job.started_at.unwrap_or(now).saturating_add(limit_ms);
         sqlx::query("UPDATE jobs SET deadline_at = $2 WHERE id = $1")
             .bind(&job.id)
@@ -552,22 +567,103 @@ pub(super) async fn transition(
             .execute(&mut **tx)
             .await?;
     }
-    if to == JobPhase::Failed {
+    if step.stops_workers() {
         stop_live_assignments(tx, &job.id).await?;
     }
-    insert_event(
-        tx,
-        &job.id,
-        now,
-        Some(job.phase),
-        to,
-        reason,
-        Some(message),
-        job.attempt,
-        node,
-    )
-    .await?;
     Ok(true)
+}
+
+/// One job's placement, as [`place_attempts`] moves it to Scheduled.
+#[derive(Clone, Debug)]
+pub(super) struct PlaceAttempt<'a> {
+    pub job_id: &'a str,
+    /// The attempt the job was read at while Pending (0 before its first placement); the
+    /// placement is attempt + 1.
+    pub attempt: u32,
+    /// The attempt's price per GPU-hour.
+    pub price_micros: u64,
+    /// What the job's message and event say of the placement (`2 workers on gn-a, gn-b`).
+    pub message: &'a str,
+    /// The node the event names (the first worker's).
+    pub node: Option<&'a str>,
+}
+
+/// A job [`place_attempts`] moved to Scheduled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Placed {
+    /// The job's checkpoint as the attempt was placed: what its workers resume from.
+    pub resume_checkpoint: Option<String>,
+}
+
+/// Moves each job of `batch` that is still Pending at its attempt to Scheduled for a new attempt
+/// ([`JobTransition::Place`]), in the caller's transaction: one compare-and-set per job (which
+/// also clears the previous attempt's times and records the price), then one event per job moved,
+/// in multi-row inserts. Returns, per job, None when it was no longer Pending at that attempt
+/// (nothing written for it), else the checkpoint its new attempt resumes from. The caller writes
+/// the assignments and GPU allocations in the same transaction.
+pub(super) async fn place_attempts(
+    tx: &mut Transaction<'static, Any>,
+    batch: &[PlaceAttempt<'_>],
+    now: i64,
+) -> Result<Vec<Option<Placed>>> {
+    /// Most events one multi-row insert carries (8 parameters each: far inside both engines'
+    /// parameter limits).
+    const EVENTS_PER_INSERT: usize = 500;
+    let step = JobTransition::Place;
+    let mut placed = Vec::with_capacity(batch.len());
+    for job in batch {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE jobs SET phase = $3, attempt = attempt + 1, scheduled_at = $4, started_at = NULL, \
+             deadline_at = NULL, price_micros = $5, reason = $6, message = $7 \
+             WHERE id = $1 AND attempt = $2 AND phase IN {} RETURNING checkpoint_uri",
+            leaves_sql(step)
+        )))
+        .bind(job.job_id)
+        .bind(i64::from(job.attempt))
+        .bind(step.to().as_str())
+        .bind(now)
+        .bind(micros(job.price_micros)?)
+        .bind(step.reason())
+        .bind(job.message)
+        .fetch_optional(&mut **tx)
+        .await?;
+        placed.push(
+            row.map(|row| {
+                Ok::<_, StoreError>(Placed {
+                    resume_checkpoint: row.try_get("checkpoint_uri")?,
+                })
+            })
+            .transpose()?,
+        );
+    }
+    // Place leaves Pending only, so every job its compare-and-set matched was Pending.
+    let from = JobPhase::Pending;
+    debug_assert_eq!(step.from_phases(), [from]);
+    let moved: Vec<&PlaceAttempt<'_>> = batch
+        .iter()
+        .zip(&placed)
+        .filter(|(_, placed)| placed.is_some())
+        .map(|(job, _)| job)
+        .collect();
+    for chunk in moved.chunks(EVENTS_PER_INSERT) {
+        let mut query = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO job_events (job_id, at, from_phase, to_phase, reason, message, attempt, node) VALUES {}",
+            super::placeholders(chunk.len(), 8)
+        )));
+        for job in chunk {
+            query = query
+                .bind(job.job_id)
+                .bind(now)
+                .bind(from.as_str())
+                .bind(step.to().as_str())
+                .bind(step.reason())
+                .bind(job.message)
+                .bind(i64::from(job.attempt + 1))
+                .bind(job.node);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(placed)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -597,4 +693,122 @@ pub(super) async fn insert_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh SQLite store; the directory must outlive it.
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        (Store::connect(&url).await.unwrap(), dir)
+    }
+
+    async fn submit(store: &Store, id: &str) {
+        let spec = serde_json::from_value(serde_json::json!({
+            "kind": "Batch",
+            "workload": {"builtin": {"sleep": {"durationSeconds": 1}}},
+            "resources": {"workers": 1, "gpusPerWorker": 1},
+            "pricing": {"maxPricePerGpuHour": "5.00"}
+        }))
+        .unwrap();
+        let job = NewJob {
+            id: id.into(),
+            tenant_id: store.ensure_tenant("team-a").await.unwrap(),
+            name: None,
+            spec,
+            idempotency_key: None,
+            request_hash: String::new(),
+        };
+        assert!(matches!(
+            store.submit_job(job).await.unwrap(),
+            SubmitOutcome::Created(_)
+        ));
+    }
+
+    fn placement(job_id: &str, attempt: u32) -> PlaceAttempt<'_> {
+        PlaceAttempt {
+            job_id,
+            attempt,
+            price_micros: 1_500_000,
+            message: "1 worker on gn-a",
+            node: Some("gn-a"),
+        }
+    }
+
+    async fn place(store: &Store, batch: &[PlaceAttempt<'_>]) -> Vec<Option<Placed>> {
+        let mut tx = store.write_tx().await.unwrap();
+        let placed = place_attempts(&mut tx, batch, 1_000).await.unwrap();
+        tx.commit().await.unwrap();
+        placed
+    }
+
+    #[tokio::test]
+    async fn placing_moves_each_pending_job_once_and_logs_the_move() {
+        let (store, _dir) = store().await;
+        for id in ["job-a", "job-b", "job-c"] {
+            submit(&store, id).await;
+        }
+        sqlx::query("UPDATE jobs SET checkpoint_uri = 's3://ckpt/7', checkpoint_step = 7, checkpoint_at = 1 WHERE id = 'job-c'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+
+        // job-b was read at an attempt it is no longer at: it is left alone.
+        let batch = [
+            placement("job-a", 0),
+            placement("job-b", 3),
+            placement("job-c", 0),
+        ];
+        let resumes = |placed: Vec<Option<Placed>>| -> Vec<Option<Option<String>>> {
+            placed
+                .into_iter()
+                .map(|p| p.map(|p| p.resume_checkpoint))
+                .collect()
+        };
+        assert_eq!(
+            resumes(place(&store, &batch).await),
+            [Some(None), None, Some(Some("s3://ckpt/7".to_string()))]
+        );
+
+        let a = store.get_job(None, "job-a").await.unwrap().unwrap();
+        assert_eq!(
+            (a.phase, a.attempt, a.scheduled_at, a.price_micros),
+            (JobPhase::Scheduled, 1, Some(1_000), Some(1_500_000))
+        );
+        assert_eq!(
+            (a.reason.as_deref(), a.message.as_deref()),
+            (Some("Placed"), Some("1 worker on gn-a"))
+        );
+        let events = store.job_events("job-a").await.unwrap();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(
+            events[1],
+            EventRow {
+                at: 1_000,
+                from_phase: Some(JobPhase::Pending),
+                to_phase: JobPhase::Scheduled,
+                reason: "Placed".into(),
+                message: Some("1 worker on gn-a".into()),
+                attempt: 1,
+                node: Some("gn-a".into()),
+            }
+        );
+        let b = store.get_job(None, "job-b").await.unwrap().unwrap();
+        assert_eq!((b.phase, b.attempt), (JobPhase::Pending, 0));
+        assert_eq!(store.job_events("job-b").await.unwrap().len(), 1);
+
+        // A placement only ever leaves Pending: placing job-a again changes nothing.
+        assert_eq!(
+            resumes(place(&store, &[placement("job-a", 1)]).await),
+            [None]
+        );
+        assert_eq!(store.job_events("job-a").await.unwrap().len(), 2);
+        assert_eq!(
+            store.get_job(None, "job-a").await.unwrap().unwrap().attempt,
+            1
+        );
+    }
 }

@@ -7,11 +7,15 @@
 //! engines store exactly. Migrations are per backend under `api/migrations/{sqlite,postgres}`.
 
 mod assignments;
+mod heartbeats;
 mod jobs;
 mod keys;
 mod leases;
+mod metrics_queries;
 mod nodes;
+mod placements;
 mod prices;
+pub mod probes;
 mod rows;
 
 use std::{str::FromStr, time::Duration};
@@ -23,10 +27,12 @@ use sqlx::{
 
 pub use self::{
     assignments::{AssignmentOutcome, CheckpointOutcome, NewAssignment},
+    heartbeats::LiveAssignment,
     jobs::{CancelOutcome, NewJob, SubmitOutcome},
     keys::{ApiKeyInfo, KEY_PREFIX_CHARS, RevokeOutcome, hash_secret},
     leases::{Fence, Lease},
     nodes::Registration,
+    placements::{Placement, QueueMark},
     rows::{AssignmentRow, Checkpoint, EventRow, JobRow, NodeRow},
 };
 
@@ -180,7 +186,27 @@ fn cut_page<T>(rows: &mut Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Opt
     }
 }
 
+/// `($1, $2, …), ($k+1, …), …`: `rows` value tuples of `width` parameters each, for the
+/// multi-row statements that write a batch in one round trip.
+pub(super) fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether an error is a unique-constraint violation (a lost race or a duplicate, not a fault).
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn value_tuples_number_their_parameters_in_order() {
+        assert_eq!(super::placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
 }

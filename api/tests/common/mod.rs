@@ -7,7 +7,13 @@
 //! and CI), where they fail instead.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+};
 
 use api::{
     AppState, HubSettings,
@@ -361,7 +367,24 @@ pub async fn poll(app: &Router, token: &str) -> Vec<Value> {
         .clone()
 }
 
-/// Reports a worker's `state` on `assignment`, with an exit code and a message when given.
+/// The next report number (`seq`) on `assignment`, counted as an agent counts them: from 1, one
+/// more for every status or checkpoint report the tests send on it. Assignment ids embed their
+/// job's id, unique across tests, so one counter serves every test of the process.
+pub fn next_seq(assignment: &str) -> u64 {
+    static SEQS: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+    let mut seqs = SEQS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seq = seqs
+        .get_or_insert_with(HashMap::new)
+        .entry(assignment.to_string())
+        .or_default();
+    *seq += 1;
+    *seq
+}
+
+/// Reports a worker's `state` on `assignment`, with an exit code and a message when given, as
+/// the assignment's next report ([`next_seq`]).
 pub async fn report(
     app: &Router,
     token: &str,
@@ -370,7 +393,22 @@ pub async fn report(
     exit_code: Option<i32>,
     message: Option<&str>,
 ) -> Reply {
-    let body = serde_json::json!({"state": state, "exitCode": exit_code, "message": message});
+    let seq = next_seq(assignment);
+    report_seq(app, token, assignment, seq, state, exit_code, message).await
+}
+
+/// Reports a worker's `state` on `assignment` as report number `seq`.
+pub async fn report_seq(
+    app: &Router,
+    token: &str,
+    assignment: &str,
+    seq: u64,
+    state: &str,
+    exit_code: Option<i32>,
+    message: Option<&str>,
+) -> Reply {
+    let body =
+        serde_json::json!({"seq": seq, "state": state, "exitCode": exit_code, "message": message});
     send(
         app,
         "POST",
@@ -388,11 +426,33 @@ pub async fn heartbeat(app: &Router, token: &str, held: &[&str]) -> Reply {
         .iter()
         .map(|id| serde_json::json!({"id": id, "state": "Running"}))
         .collect();
-    let body = serde_json::json!({ "assignments": assignments });
+    send_heartbeat(
+        app,
+        token,
+        &serde_json::json!({ "assignments": assignments }),
+    )
+    .await
+}
+
+/// Posts `body` as a heartbeat, as it is.
+pub async fn send_heartbeat(app: &Router, token: &str, body: &Value) -> Reply {
     send(
         app,
         "POST",
         "/v1/agent/heartbeat",
+        Some(token),
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await
+}
+
+/// Posts `body` as a checkpoint report on `assignment`, as it is.
+pub async fn send_checkpoint(app: &Router, token: &str, assignment: &str, body: &Value) -> Reply {
+    send(
+        app,
+        "POST",
+        &format!("/v1/agent/assignments/{assignment}/checkpoint"),
         Some(token),
         Some("application/json"),
         body.to_string(),

@@ -287,6 +287,7 @@ mod tests {
             public_key: String::new(),
             challenge: String::new(),
             signature: String::new(),
+            probe_address: None,
         };
         let challenge = "ab".repeat(32);
         let request = signed(&template, &identity, challenge.clone());

@@ -4,10 +4,14 @@
 //! Nothing a worker finished may be lost: a final report that fails for a transient reason is retried
 //! (with backoff) until the hub acknowledges it, and the assignment stays held, so heartbeats keep
 //! carrying its final state meanwhile. Only shutdown cuts this short, after one last attempt.
+//!
+//! Each report carries its number on the assignment (`seq`, see [`ReportSeq`]); a retry repeats
+//! the number, so the hub applies a report once, and a retry of one whose answer was lost (the hub
+//! has it) is answered `409 stale_report`, which ends the retries like an acknowledgement.
 
 use std::{sync::Arc, time::Duration};
 
-use crds::agent::{Assignment, StatusReport, WorkerState};
+use crds::agent::{Assignment, STALE_REPORT, StatusReport, WorkerState};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -18,9 +22,25 @@ use crate::{
     executor::{self, Outcome},
 };
 
+/// Numbers the reports on one assignment: 1 for the first, one more for each new report. The hub
+/// refuses a report whose number is not above the last it applied, so a report replayed or
+/// delayed on the network can never undo a newer one. An agent that restarts starts over, which is
+/// safe: it has lost its workers and never reports on their assignments again.
+#[derive(Debug, Default)]
+struct ReportSeq(u64);
+
+impl ReportSeq {
+    /// The number of the next new report (a retry keeps the number of the report it repeats).
+    fn next(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
 /// What became of a status report.
+#[derive(Debug, PartialEq)]
 enum Delivery {
-    /// The hub has it.
+    /// The hub has it (or, answering `409 stale_report`, has it or a newer one already).
     Acknowledged,
     /// 409: the hub considers the assignment already final or stopped.
     AlreadyFinal,
@@ -52,7 +72,9 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
     // The Running report goes first, so the hub's start time (what usage is metered from) is never
     // later than the work's; one attempt only, as heartbeats carry the state should it fail. A hub
     // that answers that the assignment is over or unknown gets no work done at all.
+    let mut seq = ReportSeq::default();
     let running = StatusReport {
+        seq: seq.next(),
         state: WorkerState::Running,
         exit_code: None,
         message: None,
@@ -72,7 +94,7 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
             info!(state = ?outcome.state, message = outcome.message.as_deref().unwrap_or(""), "ended")
         }
     }
-    report_final(&shared, id, &outcome.to_report()).await;
+    report_final(&shared, id, &outcome.to_report(seq.next())).await;
     shared.held.release(id);
 }
 
@@ -126,9 +148,18 @@ async fn deliver(shared: &Shared, id: &str, report: &StatusReport) -> Delivery {
         .session
         .call(|token| async move { client.report_status(&token, id, report).await })
         .await;
+    sort(result, report)
+}
+
+/// What the hub's answer to `report` means for the agent.
+fn sort(result: Result<(), ClientError>, report: &StatusReport) -> Delivery {
     match result {
         Ok(()) => Delivery::Acknowledged,
-        Err(ClientError::Conflict { message }) => {
+        Err(ClientError::Conflict { code, message }) if code == STALE_REPORT => {
+            debug!(%message, seq = report.seq, state = ?report.state, "the hub already has this report");
+            Delivery::Acknowledged
+        }
+        Err(ClientError::Conflict { message, .. }) => {
             debug!(%message, state = ?report.state, "the hub already has a final state");
             Delivery::AlreadyFinal
         }
@@ -147,6 +178,34 @@ async fn deliver(shared: &Shared, id: &str, report: &StatusReport) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_are_numbered_from_one() {
+        let mut seq = ReportSeq::default();
+        assert_eq!([seq.next(), seq.next(), seq.next()], [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_stale_report_is_acknowledged_and_never_retried() {
+        let report = Outcome::succeeded().to_report(2);
+        let conflict = |code: &str| {
+            Err(ClientError::Conflict {
+                code: code.into(),
+                message: "…".into(),
+            })
+        };
+        assert_eq!(
+            sort(conflict(STALE_REPORT), &report),
+            Delivery::Acknowledged
+        );
+        assert_eq!(
+            sort(conflict("assignment_final"), &report),
+            Delivery::AlreadyFinal
+        );
+        assert_eq!(sort(Ok(()), &report), Delivery::Acknowledged);
+        let lost = ClientError::Transient("connection reset".into());
+        assert_eq!(sort(Err(lost.clone()), &report), Delivery::Retry(lost));
+    }
 
     #[test]
     fn stops_say_why() {
