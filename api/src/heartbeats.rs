@@ -120,13 +120,14 @@ impl AgentSessions {
 
     /// Records that `node` was heard from now, with its new inventory when it sent one. An
     /// inventory, or the first sign of life after half a node timeout, is written before this
-    /// returns; otherwise the time waits for the next flush.
+    /// returns (and the answer is true: the node may be back); otherwise the time waits for the
+    /// next flush.
     pub async fn heartbeat(
         &self,
         store: &Store,
         node: &str,
         gpus: Option<&[GpuDevice]>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let now = now_ms();
         let write_now = gpus.is_some() || {
             let mut seen = lock(&self.seen);
@@ -145,7 +146,7 @@ impl AgentSessions {
             seen.pending.remove(node);
             seen.written.insert(node.to_string(), now);
         }
-        Ok(())
+        Ok(write_now)
     }
 
     /// What an agent holding `held` must stop, and how many assignments were settled because it

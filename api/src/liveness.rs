@@ -112,7 +112,7 @@ pub async fn sweep_fenced(state: &AppState, fence: Option<&Fence>) -> Result<Swe
     }
     if sweep != Sweep::default() {
         // GPUs were freed and jobs may be Pending again; workers to stop show in heartbeats.
-        state.wake_scheduler.notify_one();
+        state.fleet_changed();
     }
     Ok(sweep)
 }

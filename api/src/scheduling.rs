@@ -3,7 +3,11 @@
 //! keeps waiting with the scheduler's explanation as its message. A job retrying after a failed
 //! attempt is never placed on a node it failed on (`Request::excluded_nodes`).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant},
+};
 
 use crds::v1alpha1::{ComputeJobSpec, GpuDevice};
 use scheduler::{GpuView, Index, NodeKey, NodeView, Request, Weights};
@@ -18,20 +22,24 @@ use crate::{
     views::node_ready,
 };
 
+/// The reason a job that fits nowhere waits with.
+const UNSCHEDULABLE: &str = "Unschedulable";
+
 /// Most pending jobs considered in one cycle.
 const BATCH: u32 = 256;
 
 /// How long the scheduling loop trusts its copy of the fleet. Within a cycle the copy is exact for
-/// what the loop itself did (its placements are marked in it); what other writers change — GPUs
-/// freed by ended workers, nodes joining, leaving or changing inventory — is read back at most this
-/// late, and at once when a job does not fit (so a job is never called unschedulable on a stale
-/// view).
+/// what the loop itself did (its placements are marked in it); what others change — GPUs freed by
+/// ended workers, nodes joining, leaving or changing inventory — is read back at most this late,
+/// and at once when a job does not fit and this replica saw the fleet change since the copy was
+/// read ([`AppState::fleet_changed`]). Changes that reach other replicas are seen at the next
+/// reload: a cycle runs at least every `schedule_interval`.
 const FLEET_MAX_AGE: Duration = Duration::from_secs(1);
 
-/// How often the leader looks at the queue for jobs it was not woken for: submitted to another
-/// replica, or sent back for a retry by a report another replica took. One index-only read each
-/// time, so a job reaching any replica waits about this long at most, not a whole
-/// `schedule_interval`.
+/// How often the leader looks at the queue and the fleet for changes it was not woken for: jobs
+/// submitted to another replica, or sent back for a retry by a report another replica took; GPUs
+/// freed or nodes registered there. One cheap read each time, so such a change is acted on about
+/// this late, not a whole `schedule_interval` later.
 const QUEUE_WATCH: Duration = Duration::from_millis(100);
 
 /// Runs scheduling cycles until shutdown, while this replica leads (see [`crate::leader`]): on
@@ -52,14 +60,15 @@ pub async fn run(state: AppState, mut leadership: Leadership) {
             None => {
                 // A follower's copy would be stale by the time it leads again.
                 fleet = None;
-                Ok(0)
+                Ok(Cycle::default())
             }
         };
         match cycle {
-            Ok(placed) if placed > 0 => {
-                // A cycle that placed something may have left a backlog (it takes at most BATCH
-                // jobs): go again at once rather than waiting for the interval.
-                tracing::debug!(placed, "scheduling cycle");
+            Ok(cycle) if cycle.placed > 0 || cycle.more => {
+                // A cycle takes at most BATCH jobs: one that placed something, or paged past
+                // jobs that fit nowhere, may have left work behind. Go again at once rather than
+                // waiting for the interval.
+                tracing::debug!(placed = cycle.placed, "scheduling cycle");
                 continue;
             }
             Ok(_) => {}
@@ -76,9 +85,11 @@ pub async fn run(state: AppState, mut leadership: Leadership) {
     leadership.stopped().await;
 }
 
-/// Returns when, while this replica leads, the queue differs from `mark` (which it updates):
-/// jobs arrived, or came back, that nobody woke this loop for. Read errors are retried at the
-/// next tick; the scheduling interval still bounds the wait.
+/// Returns when, while this replica leads, the queue or the fleet differs from `mark` (which it
+/// updates): jobs arrived or came back, GPUs were freed or nodes registered, through other
+/// replicas that cannot wake this loop. A fleet change counts as one of this replica's
+/// ([`AppState::fleet_changes`]), so the loop reads its fleet copy again. Read errors are
+/// retried at the next tick; the scheduling interval still bounds the wait.
 async fn queue_changed(state: &AppState, leadership: &Leadership, mark: &mut QueueMark) {
     loop {
         tokio::time::sleep(QUEUE_WATCH).await;
@@ -87,6 +98,9 @@ async fn queue_changed(state: &AppState, leadership: &Leadership, mark: &mut Que
         }
         match state.store.queue_mark().await {
             Ok(now) if now != *mark => {
+                if now.fleet != mark.fleet {
+                    state.fleet_changes.fetch_add(1, Ordering::Relaxed);
+                }
                 *mark = now;
                 return;
             }
@@ -116,11 +130,68 @@ pub async fn schedule_once(state: &AppState) -> Result<usize, StoreError> {
 /// One scheduling cycle on a fleet read afresh, its placements applied only under `fence`
 /// (always, without one); returns how many jobs it placed.
 pub async fn schedule_fenced(state: &AppState, fence: Option<&Fence>) -> Result<usize, StoreError> {
-    cycle(state, fence, &mut None).await
+    Ok(cycle(state, fence, &mut None).await?.placed)
+}
+
+/// What one cycle did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cycle {
+    placed: usize,
+    /// It read a whole batch and moved past it: more of the queue waits to be looked at.
+    more: bool,
+}
+
+/// Submissions this replica is writing: ids handed out whose jobs may not be committed yet. Job
+/// ids sort by the time they are handed out, not by when their transaction commits, so a cycle
+/// that read jobs up to id `b` may not have seen a job `a < b` still being written; the loop never
+/// moves its [`Fleet::considered_through`] past such a job. (Jobs written through other replicas
+/// are caught by the next fleet reload, within [`FLEET_MAX_AGE`].)
+#[derive(Default)]
+pub struct Arrivals {
+    writing: Mutex<BTreeSet<String>>,
+}
+
+impl Arrivals {
+    /// Marks `id` as being written until the returned guard is dropped.
+    pub fn writing(self: &Arc<Self>, id: &str) -> ArrivalGuard {
+        lock(&self.writing).insert(id.to_string());
+        ArrivalGuard {
+            arrivals: self.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    /// The oldest job id being written now.
+    fn oldest(&self) -> Option<String> {
+        lock(&self.writing).first().cloned()
+    }
+}
+
+/// Keeps a submission in [`Arrivals`] while it is written.
+pub struct ArrivalGuard {
+    arrivals: Arc<Arrivals>,
+    id: String,
+}
+
+impl Drop for ArrivalGuard {
+    fn drop(&mut self) {
+        lock(&self.arrivals.writing).remove(&self.id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The fleet as the scheduling loop keeps it between cycles.
 pub struct Fleet {
+    /// [`AppState::fleet_changes`] when the copy was read.
+    generation: u64,
+    /// The newest job a cycle on this copy has looked at: every older job still pending found no
+    /// room on it, and the copy only fills up as the loop places, so the next cycle on it starts
+    /// after this one. A backlog that fits nowhere then costs nothing per wake-up, and the loop
+    /// pages through a queue longer than one batch instead of re-reading its head.
+    considered_through: Option<String>,
     index: Index,
     network: HubNetwork,
     loaded: Instant,
@@ -129,8 +200,11 @@ pub struct Fleet {
 impl Fleet {
     /// The fleet as the store has it now.
     pub async fn load(state: &AppState) -> Result<Self, StoreError> {
+        let generation = state.fleet_changes.load(Ordering::Relaxed);
         let (index, network) = fleet(state).await?;
         Ok(Self {
+            generation,
+            considered_through: None,
             index,
             network,
             loaded: Instant::now(),
@@ -155,6 +229,18 @@ pub async fn fleet(state: &AppState) -> Result<(Index, HubNetwork), StoreError> 
     Ok((index, network))
 }
 
+/// Where the next cycle on the same fleet copy starts, after one that started `after` and read
+/// `read` (ascending ids) while `oldest_writing` was the oldest submission still being written:
+/// after the newest job read, unless an older one may still be committing — then after the newest
+/// job read before it, or where this cycle started.
+fn watermark(after: Option<&str>, read: &[&str], oldest_writing: Option<&str>) -> Option<String> {
+    let usable = read
+        .iter()
+        .rev()
+        .find(|id| oldest_writing.is_none_or(|writing| **id < writing));
+    usable.or(after.as_ref()).map(|id| id.to_string())
+}
+
 /// A job the cycle decided to place, with what the scheduler reserved for it in the fleet copy.
 struct Decided {
     job: JobRow,
@@ -165,27 +251,40 @@ struct Decided {
 }
 
 /// One cycle over `fleet` (read from the store when absent or older than [`FLEET_MAX_AGE`]):
-/// decides a placement for each pending job, oldest first, and writes them all at once. Jobs that
-/// do not fit are tried once more on a fleet read afresh, unless it already was; those that still
-/// do not fit keep waiting with the scheduler's explanation.
+/// decides a placement for each pending job, oldest first (after those the copy already found no
+/// room for), and writes them all at once. Jobs that do not fit are tried once more on a fleet
+/// read afresh when the fleet changed since the copy was read; those that still do not fit keep
+/// waiting with the scheduler's explanation.
 async fn cycle(
     state: &AppState,
     fence: Option<&Fence>,
     fleet: &mut Option<Fleet>,
-) -> Result<usize, StoreError> {
+) -> Result<Cycle, StoreError> {
     let started = Instant::now();
-    let jobs = state.store.pending_jobs(BATCH).await?;
-    if jobs.is_empty() {
-        return Ok(0);
-    }
     let mut fresh = false;
-    if fleet
-        .as_ref()
-        .is_none_or(|f| f.loaded.elapsed() > FLEET_MAX_AGE)
-    {
-        *fleet = Some(Fleet::load(state).await?);
-        fresh = true;
+    match fleet.as_mut() {
+        Some(copy) if copy.loaded.elapsed() <= FLEET_MAX_AGE => {
+            if copy.generation != state.fleet_changes.load(Ordering::Relaxed) {
+                // Room may have come back: look at the whole queue again.
+                copy.considered_through = None;
+            }
+        }
+        _ => {
+            *fleet = Some(Fleet::load(state).await?);
+            fresh = true;
+        }
     }
+    let after = fleet.as_ref().and_then(|f| f.considered_through.clone());
+    // Read before the queue, so a submission that commits meanwhile is either in the read or
+    // still counted as being written.
+    let oldest_writing = state.arrivals.oldest();
+    let jobs = state.store.pending_jobs(after.as_deref(), BATCH).await?;
+    if jobs.is_empty() {
+        return Ok(Cycle::default());
+    }
+    let full = jobs.len() == BATCH as usize;
+    let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+    let through = watermark(after.as_deref(), &ids, oldest_writing.as_deref());
     let mut placed = 0;
     let mut waiting = jobs;
     while let Some(current) = fleet.as_mut() {
@@ -205,7 +304,10 @@ async fn cycle(
                 return Err(e);
             }
         }
-        if unfit.is_empty() || fresh {
+        let changed = fleet
+            .as_ref()
+            .is_none_or(|f| f.generation != state.fleet_changes.load(Ordering::Relaxed));
+        if unfit.is_empty() || fresh || !changed {
             explain_waiting(state, unfit).await?;
             break;
         }
@@ -213,11 +315,15 @@ async fn cycle(
         fresh = true;
         waiting = unfit.into_iter().map(|(job, _, _)| job).collect();
     }
+    let more = full && through.is_some() && through != after;
+    if let Some(copy) = fleet.as_mut() {
+        copy.considered_through = through;
+    }
     state
         .metrics
         .scheduling_cycle
         .observe(started.elapsed().as_secs_f64());
-    Ok(placed)
+    Ok(Cycle { placed, more })
 }
 
 /// The scheduler's decision for each job on `fleet`: placements (reserved in the copy) and the
@@ -363,9 +469,14 @@ async fn explain_waiting(
         } else {
             why.to_string()
         };
+        // A backlog is looked at every cycle: write only explanations that changed.
+        if job.reason.as_deref() == Some(UNSCHEDULABLE) && job.message.as_deref() == Some(&message)
+        {
+            continue;
+        }
         state
             .store
-            .set_waiting_reason(&job.id, "Unschedulable", &message)
+            .set_waiting_reason(&job.id, UNSCHEDULABLE, &message)
             .await?;
     }
     Ok(())
@@ -435,5 +546,41 @@ fn gpu_view(gpu: &GpuDevice, allocated: &[String]) -> GpuView {
         compute_capability: parse_capability(&gpu.compute_capability).unwrap_or((0, 0)),
         healthy: gpu.healthy,
         allocated: allocated.contains(&gpu.uuid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watermark;
+
+    #[test]
+    fn the_next_cycle_starts_after_the_newest_job_read() {
+        assert_eq!(
+            watermark(None, &["job-1", "job-2"], None).as_deref(),
+            Some("job-2")
+        );
+        assert_eq!(
+            watermark(Some("job-0"), &["job-1"], Some("job-9")).as_deref(),
+            Some("job-1")
+        );
+    }
+
+    #[test]
+    fn it_never_moves_past_a_submission_still_being_written() {
+        // job-2 was handed out before job-3 but had not committed when the queue was read.
+        assert_eq!(
+            watermark(None, &["job-1", "job-3", "job-4"], Some("job-2")).as_deref(),
+            Some("job-1")
+        );
+        assert_eq!(
+            watermark(Some("job-0"), &["job-3"], Some("job-2")).as_deref(),
+            Some("job-0"),
+            "stays where the cycle started"
+        );
+        assert_eq!(
+            watermark(None, &["job-3"], Some("job-2")),
+            None,
+            "starts from the head again"
+        );
     }
 }

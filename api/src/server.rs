@@ -239,6 +239,8 @@ impl AppState {
             sessions: Arc::new(AgentSessions::new(&settings)),
             settings: Arc::new(settings),
             wake_scheduler: Arc::new(Notify::new()),
+            fleet_changes: Arc::default(),
+            arrivals: Arc::default(),
             shutdown,
         };
         Ok((state, shutdown_tx))

@@ -1,6 +1,12 @@
 //! The state every handler and background task shares.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use crds::validate::SpecValidator;
 use tokio::sync::{Notify, watch};
@@ -79,6 +85,21 @@ pub struct AppState {
     pub sessions: Arc<AgentSessions>,
     /// Wakes the scheduling loop early (a job arrived, GPUs were freed).
     pub wake_scheduler: Arc<Notify>,
+    /// Grows whenever this replica changes what the fleet can take (GPUs freed, a node registered
+    /// or its inventory changed): the scheduling loop reads its fleet copy again when a job does
+    /// not fit and this moved since the copy was read.
+    pub fleet_changes: Arc<AtomicU64>,
+    /// Submissions being written on this replica (see [`crate::scheduling::Arrivals`]).
+    pub arrivals: Arc<crate::scheduling::Arrivals>,
     /// Becomes true when the hub shuts down, to end long-polls.
     pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Records that the fleet can take more (or other) work than before, and wakes the scheduling
+    /// loop to use it.
+    pub fn fleet_changed(&self) {
+        self.fleet_changes.fetch_add(1, Ordering::Relaxed);
+        self.wake_scheduler.notify_one();
+    }
 }

@@ -225,4 +225,28 @@ backend_tests! {
         assert_eq!(send_registration(&app, &old).await.status, 422);
         assert!(node_names(&app, &key).await.is_empty());
     }
+
+    async fn control_characters_in_declared_names_are_invalid_fields(store: Store) {
+        let (app, _, key) = app(&store, "team-a").await;
+        let cases: [(&str, &str, Value); 5] = [
+            ("gpus[0].uuid", "/gpus/0/uuid", json!("GPU-\u{0}-0")),
+            ("gpus[0].model", "/gpus/0/model", json!("H100\n80GB")),
+            ("capabilities[0]", "/capabilities/0", json!("builtin:\u{1b}sleep")),
+            ("agentVersion", "/agentVersion", json!("0.1\u{0}")),
+            ("region", "/region", json!("eu\u{0}west")),
+        ];
+        for (field, pointer, value) in cases {
+            let mut reg = registration("gn-a", "eu-west", 1, "1.00");
+            match reg.pointer_mut(pointer) {
+                Some(slot) => *slot = value.clone(),
+                // A top-level field the sample registration does not have.
+                None => reg[&pointer[1..]] = value.clone(),
+            }
+            let reply = send_registration(&app, &signed(&app, &reg).await).await;
+            assert_eq!(reply.status, 422, "{field} = {value}: {}", reply.body);
+            assert_eq!(error_code(&reply), "invalid_field", "{field}: {}", reply.body);
+            assert_eq!(reply.body["error"]["field"], field, "{}", reply.body);
+        }
+        assert!(node_names(&app, &key).await.is_empty(), "nothing registered");
+    }
 }

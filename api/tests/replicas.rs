@@ -335,6 +335,42 @@ replica_tests! {
         }
     }
 
+    async fn a_backlog_that_fits_nowhere_does_not_hold_up_the_jobs_behind_it(url: &str) {
+        // More jobs that fit no node than one cycle reads (256), then one that fits: the loop
+        // pages past the backlog instead of re-reading its head. An hour between cycles, so only
+        // the loop's own paging can place the job in time.
+        let settings = HubSettings { schedule_interval: Duration::from_secs(3_600), ..HubSettings::default() };
+        let hub = hub_with(url, "hub-a", settings).await;
+        add_node(&hub.store, "gn-a", 1).await;
+        let key = add_key(&hub.store, "team-a").await;
+        let mut unfit = sleep_spec(60);
+        unfit["resources"]["gpu"] = serde_json::json!({"models": ["B200-192GB"]});
+        let backlog: Vec<String> = futures::stream::iter(0..300)
+            .then(|_| submit(&hub.app, &key, &unfit))
+            .collect()
+            .await;
+        let lead = Leadership::start(&hub.state);
+        eventually("hub-a to lead", Duration::from_secs(10), || async { lead.epoch() }).await;
+        let running = tokio::spawn(scheduling::run(hub.state.clone(), lead.clone()));
+        let job = submit(&hub.app, &key, &sleep_spec(60)).await;
+        eventually("the job behind the backlog to be placed", Duration::from_secs(10), || async {
+            let row = hub.store.get_job(None, &job).await.unwrap().expect("the job");
+            (row.phase.as_str() == "Scheduled").then_some(())
+        })
+        .await;
+        // The backlog waits, each job saying why (the last ones are explained just after the
+        // placement is written).
+        for id in [&backlog[0], &backlog[299]] {
+            eventually("the backlog to be explained", Duration::from_secs(10), || async {
+                let row = hub.store.get_job(None, id).await.unwrap().expect("a backlog job");
+                (row.phase.as_str() == "Pending" && row.reason.as_deref() == Some("Unschedulable")).then_some(())
+            })
+            .await;
+        }
+        hub.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), running).await.expect("the loop stops").unwrap();
+    }
+
     async fn a_crashed_leader_is_replaced_after_its_ttl(url: &str) {
         let a = hub(url, "hub-a", 1_000, 100).await;
         let b = hub(url, "hub-b", 1_000, 100).await;

@@ -135,7 +135,7 @@ async fn register(
         .set_probe_address(&node.name, req.probe_address.as_deref())
         .await?;
     tracing::info!(node = %node.name, region = %node.region, gpus = node.gpus.len(), simulated = node.simulated, public_key = %req.public_key, "node registered");
-    state.wake_scheduler.notify_one();
+    state.fleet_changed();
     Ok(axum::Json(RegisterResponse {
         node: node.name,
         token,
@@ -148,6 +148,13 @@ async fn register(
 /// address). Returns the node's public key.
 fn validate_registration(req: &RegisterRequest) -> ApiResult<VerifyingKey> {
     validate_gpus(&req.gpus, "gpus")?;
+    for (i, capability) in req.capabilities.iter().enumerate() {
+        printable(capability, &format!("capabilities[{i}]"))?;
+    }
+    if let Some(version) = &req.agent_version {
+        printable(version, "agentVersion")?;
+    }
+    printable(&req.region, "region")?;
     if let Some(address) = &req.probe_address {
         network::validate_probe_address(address)?;
     }
@@ -196,11 +203,27 @@ fn validate_gpus(gpus: &[crds::v1alpha1::GpuDevice], field: &str) -> ApiResult<(
             format!("must list 1 to {MAX_GPUS} GPUs"),
         ));
     }
+    for (i, gpu) in gpus.iter().enumerate() {
+        printable(&gpu.uuid, &format!("{field}[{i}].uuid"))?;
+        printable(&gpu.model, &format!("{field}[{i}].model"))?;
+    }
     let mut seen = HashSet::new();
     if let Some(i) = gpus.iter().position(|gpu| !seen.insert(gpu.uuid.as_str())) {
         return Err(ApiError::invalid(
             format!("{field}[{i}].uuid"),
             "must be unique within the node",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses control characters (NUL, newlines, escapes) in a name an agent declares: they end up
+/// in node views, logs, metrics labels and, for NUL, cannot be stored by PostgreSQL at all.
+fn printable(text: &str, field: &str) -> ApiResult<()> {
+    if text.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
         ));
     }
     Ok(())
@@ -221,7 +244,7 @@ async fn heartbeat(
         validate_gpus(gpus, "gpus")?;
     }
     network::validate(&req)?;
-    state
+    let written = state
         .sessions
         .heartbeat(&state.store, &node, req.gpus.as_deref())
         .await?;
@@ -231,9 +254,10 @@ async fn heartbeat(
         .sessions
         .reconcile(&state.store, &node, &held, grace_ms)
         .await?;
-    // A new inventory, freed GPUs, or a job sent back to Pending for another attempt.
-    if req.gpus.is_some() || settled > 0 {
-        state.wake_scheduler.notify_one();
+    // A new inventory, a node back from silence, freed GPUs, or a job sent back to Pending for
+    // another attempt.
+    if written || settled > 0 {
+        state.fleet_changed();
     }
     // Measurements and telemetry wait in memory for the flush; targets come from memory too.
     let probe_targets = state.sessions.network.heartbeat(&node, &req, now_ms());
@@ -391,7 +415,7 @@ async fn status(
     match state.store.report_status(&node, &id, &report).await? {
         AssignmentOutcome::Applied => {
             if report.state.is_final() {
-                state.wake_scheduler.notify_one();
+                state.fleet_changed();
             }
             Ok(StatusCode::NO_CONTENT)
         }

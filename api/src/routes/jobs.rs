@@ -56,10 +56,13 @@ async fn submit(
         }
     };
     let parsed = submission::parse(&body.bytes, body.content_type.as_deref(), &state.validator)?;
+    let id = ids::job_id();
+    // Until the job is committed, the scheduling loop must not page past its id.
+    let _writing = state.arrivals.writing(&id);
     let outcome = state
         .store
         .submit_job(NewJob {
-            id: ids::job_id(),
+            id,
             tenant_id: tenant,
             name: parsed.name,
             spec: parsed.spec,

@@ -7,7 +7,9 @@ use crds::v1alpha1::{ComputeJobSpec, JobPhase};
 use sqlx::AssertSqlSafe;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Result, Store, StoreError, is_unique_violation, nodes::micros, now_ms, rows::*};
+use super::{
+    Backend, Result, Store, StoreError, is_unique_violation, nodes::micros, now_ms, rows::*,
+};
 use crate::lifecycle::{AssignmentPhase, FailureReason, JobTransition};
 
 /// A job to insert.
@@ -49,45 +51,60 @@ impl Store {
         let now = now_ms();
         let spec =
             serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.write_tx().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, tenant_id, name, spec, phase, reason, message, submitted_at, idempotency_key, request_hash) \
-             VALUES ($1, $2, $3, $4, 'Pending', 'Submitted', 'waiting to be scheduled', $5, $6, $7)",
-        )
-        .bind(&job.id)
-        .bind(&job.tenant_id)
-        .bind(&job.name)
-        .bind(&spec)
-        .bind(now)
-        .bind(&job.idempotency_key)
-        .bind(&job.request_hash)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) && job.idempotency_key.is_some() => {
-                drop(tx);
-                return self.existing_for_key(&job).await;
+        const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant_id, name, spec, phase, reason, message, submitted_at, \
+             idempotency_key, request_hash) \
+             VALUES ($1, $2, $3, $4, 'Pending', 'Submitted', 'waiting to be scheduled', $5, $6, $7)";
+        let inserted = match self.backend {
+            // One statement, so no transaction around it: the job and its first event are written
+            // by a data-modifying CTE, atomically, and the row comes back in the same round trip.
+            // Submissions are the hub's busiest write, and each round trip saved is throughput.
+            Backend::Postgres => {
+                let sql = format!(
+                    "WITH job AS ({INSERT_JOB} RETURNING {JOB_COLUMNS}), \
+                     event AS (INSERT INTO job_events (job_id, at, from_phase, to_phase, reason, message, attempt, node) \
+                     SELECT id, submitted_at, NULL, 'Pending', 'Submitted', NULL, 0, NULL FROM job) \
+                     SELECT {JOB_COLUMNS} FROM job"
+                );
+                bind_new_job(sqlx::query(AssertSqlSafe(sql)), &job, &spec, now)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map(|row| JobRow::from_row(&row))
             }
-            Err(e) => return Err(e.into()),
+            // SQLite has no data-modifying CTEs: the insert and the event share a transaction.
+            Backend::Sqlite => {
+                let mut tx = self.write_tx().await?;
+                let sql = format!("{INSERT_JOB} RETURNING {JOB_COLUMNS}");
+                match bind_new_job(sqlx::query(AssertSqlSafe(sql)), &job, &spec, now)
+                    .fetch_one(&mut *tx)
+                    .await
+                {
+                    Ok(row) => {
+                        insert_event(
+                            &mut tx,
+                            &job.id,
+                            now,
+                            None,
+                            JobPhase::Pending,
+                            "Submitted",
+                            None,
+                            0,
+                            None,
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        Ok(JobRow::from_row(&row))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match inserted {
+            Ok(row) => Ok(SubmitOutcome::Created(row?)),
+            Err(e) if is_unique_violation(&e) && job.idempotency_key.is_some() => {
+                self.existing_for_key(&job).await
+            }
+            Err(e) => Err(e.into()),
         }
-        insert_event(
-            &mut tx,
-            &job.id,
-            now,
-            None,
-            JobPhase::Pending,
-            "Submitted",
-            None,
-            0,
-            None,
-        )
-        .await?;
-        let row = fetch_job(&mut tx, &job.id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("inserted job vanished".into()))?;
-        tx.commit().await?;
-        Ok(SubmitOutcome::Created(row))
     }
 
     async fn existing_for_key(&self, job: &NewJob) -> Result<SubmitOutcome> {
@@ -147,11 +164,13 @@ impl Store {
         Ok((jobs, next))
     }
 
-    /// Pending jobs, oldest first: the scheduler's queue.
-    pub async fn pending_jobs(&self, limit: u32) -> Result<Vec<JobRow>> {
+    /// Pending jobs, oldest first (after the job `after`, when given): the scheduler's queue.
+    pub async fn pending_jobs(&self, after: Option<&str>, limit: u32) -> Result<Vec<JobRow>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE phase = 'Pending' ORDER BY id ASC LIMIT $1"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE phase = 'Pending' AND ($1 IS NULL OR id > $1) \
+             ORDER BY id ASC LIMIT $2"
         )))
+        .bind(after)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -693,6 +712,23 @@ pub(super) async fn insert_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Binds a new job's values to [`Store::submit_job`]'s insert, in its parameter order.
+fn bind_new_job<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    job: &'q NewJob,
+    spec: &'q str,
+    now: i64,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    query
+        .bind(&job.id)
+        .bind(&job.tenant_id)
+        .bind(&job.name)
+        .bind(spec)
+        .bind(now)
+        .bind(&job.idempotency_key)
+        .bind(&job.request_hash)
 }
 
 #[cfg(test)]

@@ -225,24 +225,46 @@ impl Store {
 }
 
 impl Store {
-    /// How many jobs wait to be placed, and the newest of them: cheap (an index-only read), so the
-    /// leader can watch for jobs submitted to, or sent back to the queue by, other replicas.
+    /// The queue and the fleet's capacity in a few numbers that change whenever either does: how
+    /// many jobs wait and the newest of them, how many GPUs are allocated, how many nodes are
+    /// registered and the latest registration. Cheap (counts over indexes and small tables), so the
+    /// leader can poll it to notice what other replicas changed.
     pub async fn queue_mark(&self) -> Result<QueueMark> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS waiting, MAX(id) AS newest FROM jobs WHERE phase = 'Pending'",
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE phase = 'Pending') AS waiting, \
+             (SELECT MAX(id) FROM jobs WHERE phase = 'Pending') AS newest, \
+             (SELECT COUNT(*) FROM gpu_allocations) AS allocated, \
+             (SELECT COUNT(*) FROM nodes) AS nodes, \
+             (SELECT MAX(registered_at) FROM nodes) AS registered",
         )
         .fetch_one(&self.pool)
         .await?;
         Ok(QueueMark {
             waiting: row.try_get("waiting")?,
             newest: row.try_get("newest")?,
+            fleet: FleetMark {
+                allocated: row.try_get("allocated")?,
+                nodes: row.try_get("nodes")?,
+                registered: row.try_get("registered")?,
+            },
         })
     }
 }
 
-/// The queue as [`Store::queue_mark`] sees it: when it differs from the last one, the queue changed.
+/// What [`Store::queue_mark`] read: when it differs from the last one, the queue or the fleet
+/// changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueMark {
     pub waiting: i64,
     pub newest: Option<String>,
+    pub fleet: FleetMark,
+}
+
+/// The fleet's part of a [`QueueMark`]: GPUs allocated (placements and freed GPUs move it) and
+/// nodes registered (a new node, or one registering again, moves it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetMark {
+    pub allocated: i64,
+    pub nodes: i64,
+    pub registered: Option<i64>,
 }
