@@ -188,7 +188,14 @@ pub const OPERATIONS: &[Operation] = &[
         id: "listJobEvents",
         summary: "A job's event log: every phase change with its reason",
         auth: Auth::ApiKey,
-        query: &[],
+        query: &[
+            ("limit", LIMIT_SCHEMA, "Page size, 1 to 500 (default 50)"),
+            (
+                "after",
+                r#"{"type": "string", "pattern": "^[0-9]{1,18}$"}"#,
+                "The `next` cursor of the previous page",
+            ),
+        ],
         request: None,
         responses: &[
             (

@@ -368,6 +368,28 @@ backend_tests! {
         assert_eq!(events[1]["node"], "gn-a", "the placement names the node: {}", reply.body);
         assert_eq!(events[1]["attempt"], 1);
         assert!(events.iter().all(|e| e["time"].is_string()), "{}", reply.body);
+        assert_eq!(reply.body["next"], Value::Null, "one page holds it all: {}", reply.body);
+
+        // Page by page, the same story.
+        let mut paged = Vec::new();
+        let mut uri = format!("/v1/jobs/{id}/events?limit=3");
+        loop {
+            let page = send(&app, "GET", &uri, Some(&key), None, "").await;
+            assert_eq!(page.status, 200, "{}", page.body);
+            let items = page.body["items"].as_array().unwrap();
+            assert!(items.len() <= 3, "{}", page.body);
+            paged.extend(items.iter().cloned());
+            match page.body["next"].as_str() {
+                Some(next) => uri = format!("/v1/jobs/{id}/events?limit=3&after={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(&paged, events);
+        for bad in ["after=abc", "limit=0", "limit=501", "cursor=1"] {
+            let reply = send(&app, "GET", &format!("/v1/jobs/{id}/events?{bad}"), Some(&key), None, "").await;
+            assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+            assert_eq!(error_code(&reply), "invalid_query", "{bad}: {}", reply.body);
+        }
     }
 
     async fn a_job_no_node_can_run_waits_and_says_why(store: Store) {

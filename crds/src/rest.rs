@@ -112,6 +112,9 @@ pub struct JobEvent {
 pub struct JobEventList {
     /// Events, oldest first.
     pub items: Vec<JobEvent>,
+    /// Cursor of the next page (`?after=`), or null on the last.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// `GET /v1/prices`: the base price of every GPU class the hub has priced.

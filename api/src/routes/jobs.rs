@@ -162,15 +162,30 @@ async fn events(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<axum::Json<JobEventList>> {
+    let page = Page::from_query(&query, &[])?;
+    // Event cursors are the positions the hub hands out in `next`.
+    let after = page
+        .after
+        .as_deref()
+        .map(|cursor| {
+            cursor.parse::<i64>().map_err(|_| ApiError::BadRequest {
+                code: "invalid_query",
+                message: "after must be a cursor from a previous page's `next`".into(),
+                field: Some("after".into()),
+            })
+        })
+        .transpose()?;
     state
         .store
         .get_job(Some(&tenant), &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
-    let rows = state.store.job_events(&id).await?;
+    let (rows, next) = state.store.job_events_page(&id, after, page.limit).await?;
     Ok(axum::Json(JobEventList {
         items: rows.iter().map(views::event).collect(),
+        next,
     }))
 }
 

@@ -307,6 +307,31 @@ impl Store {
         rows.iter().map(EventRow::from_row).collect()
     }
 
+    /// One page of a job's events, oldest first: up to `limit` after the event whose cursor is
+    /// `after` (events are numbered in the order they were written), and the next page's cursor.
+    pub async fn job_events_page(
+        &self,
+        job_id: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<EventRow>, Option<String>)> {
+        let rows = sqlx::query(
+            "SELECT id, at, from_phase, to_phase, reason, message, attempt, node FROM job_events \
+             WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut page = rows
+            .iter()
+            .map(|row| Ok((row.try_get::<i64, _>("id")?, EventRow::from_row(row)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let next = super::cut_page(&mut page, limit, |(id, _)| id.to_string());
+        Ok((page.into_iter().map(|(_, event)| event).collect(), next))
+    }
+
     /// Number of jobs in each phase (for metrics).
     pub async fn job_phase_counts(&self) -> Result<Vec<(JobPhase, u64)>> {
         let rows = sqlx::query("SELECT phase, COUNT(*) AS n FROM jobs GROUP BY phase")
