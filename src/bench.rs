@@ -13,6 +13,9 @@ pub enum Bench {
     /// A real hub on loopback over real HTTP: heartbeats/s, submissions/s, submit→Scheduled
     /// latency, with simulated agents and users in this process (rate limits off).
     Hub(HubBenchArgs),
+    /// The node agent's memory and CPU: a real `agora agent` process with 8 simulated GPUs at a 1 s
+    /// telemetry interval against a real hub on loopback.
+    Agent(crate::bench_agent::AgentBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -61,6 +64,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Scheduler(args) => scheduler(args),
         Bench::Hub(args) => hub(args).await,
+        Bench::Agent(args) => crate::bench_agent::run(args).await,
     }
 }
 

@@ -48,6 +48,9 @@ pub enum Command {
     },
     /// Print the ComputeJob and GpuNode CRDs (for `kubectl apply -f -`).
     Crds,
+    /// Show this machine's GPUs as the agent finds them through NVML (or why NVML is unavailable),
+    /// with one telemetry sample each.
+    Gpus(GpusArgs),
     /// Print the hub's OpenAPI document.
     Openapi,
     /// Benchmarks: figures beside baselines measured in the same run.
@@ -165,10 +168,22 @@ pub struct AgentArgs {
     /// The node's name; defaults to `gn-` + the host name.
     #[arg(long, env = "AGORA_NODE_NAME")]
     pub name: Option<String>,
-    /// Offer simulated GPUs (e.g. `8xH100-80GB`), for development and tests: NVML discovery of real
-    /// GPUs arrives with the agent issue, so today this is required.
-    #[arg(long, env = "AGORA_SIMULATE_GPUS")]
-    pub simulate_gpus: String,
+    /// Offer simulated GPUs (e.g. `8xH100-80GB`) with made-up telemetry, for development and tests.
+    /// Without it the agent finds the machine's GPUs through NVML (the NVIDIA driver).
+    #[arg(long, env = "AGORA_SIMULATE_GPUS", value_name = "SPEC")]
+    pub simulate_gpus: Option<String>,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (DCGM exporter names; docs/agent.md).
+    #[arg(long, env = "AGORA_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often to sample the GPUs' telemetry and apply the health rules, in seconds. Heartbeats
+    /// carry the latest sample; 5 s matches the hub's default heartbeat interval.
+    #[arg(
+        long,
+        env = "AGORA_TELEMETRY_INTERVAL_SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub telemetry_interval_seconds: u64,
     /// Asking price per GPU-hour, in display units.
     #[arg(long, env = "AGORA_PRICE", default_value = "2.00")]
     pub price: Price,
@@ -185,6 +200,50 @@ pub struct AgentArgs {
     /// Allow a plain `http://` hub beyond loopback (behind a trusted network only).
     #[arg(long)]
     pub allow_plain_http: bool,
+    /// Executors to run work with, repeatable (`--executor process --executor builtin`):
+    /// `builtin` (the builtin workloads) or `process` (the workload's command as a child process:
+    /// for TRUSTED workloads only, it runs as the agent's user, unisolated). See docs/workers.md.
+    #[arg(
+        long = "executor",
+        env = "AGORA_EXECUTORS",
+        value_delimiter = ',',
+        default_value = "builtin"
+    )]
+    pub executors: Vec<gpu_runtime::executor::ExecutorKind>,
+    /// Where the agent keeps what must survive its restart (undelivered reports, started
+    /// assignments, workers' directories); created with mode 0700.
+    #[arg(long, env = "AGORA_STATE_DIR", default_value = "./agora-agent-state")]
+    pub state_dir: PathBuf,
+    /// Answer peers' RTT probes on this address (e.g. `0.0.0.0:7601`); see docs/agent.md.
+    #[arg(long, env = "AGORA_PROBE_LISTEN", value_name = "ADDR")]
+    pub probe_listen: Option<SocketAddr>,
+    /// Where peers reach this node's probe responder (`HOST:PORT`, the forwarded public address
+    /// behind NAT), sent at registration. Without it the node probes others but is not probed.
+    #[arg(long, env = "AGORA_PROBE_ADDRESS", value_name = "HOST:PORT")]
+    pub probe_address: Option<String>,
+    /// How often to measure bandwidth against the hub, in seconds.
+    #[arg(
+        long,
+        env = "AGORA_BANDWIDTH_INTERVAL_SECONDS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub bandwidth_interval_seconds: u64,
+    /// Bytes each direction of a bandwidth probe moves (at most 16 MiB); 0 turns them off.
+    #[arg(
+        long,
+        env = "AGORA_BANDWIDTH_PROBE_BYTES",
+        default_value_t = 4 << 20,
+        value_parser = clap::value_parser!(u64).range(0..=crds::agent::MAX_BANDWIDTH_PROBE_BYTES)
+    )]
+    pub bandwidth_probe_bytes: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GpusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -212,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(bench) => crate::bench::run(bench).await,
+        Command::Gpus(args) => crate::gpus::run(&args, &mut std::io::stdout()),
         Command::Openapi => {
             println!(
                 "{}",
@@ -282,8 +342,13 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         Some(name) => name,
         None => default_node_name()?,
     };
-    let gpus = gpu_runtime::inventory::simulated(&args.simulate_gpus, &name)
-        .with_context(|| format!("--simulate-gpus {:?}", args.simulate_gpus))?;
+    let monitor = crate::gpus::agent_monitor(
+        args.simulate_gpus.as_deref(),
+        &name,
+        Duration::from_secs(args.telemetry_interval_seconds),
+        args.metrics_listen,
+    )
+    .await?;
     let identity = gpu_runtime::identity::NodeIdentity::load_or_create(&args.key)
         .with_context(|| format!("--key {}", args.key.display()))?;
     let mut trust = match &args.hub_ca {
@@ -297,12 +362,21 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         name,
         region: args.region,
         price_per_gpu_hour: args.price,
-        gpus,
-        capabilities: gpu_runtime::executor::simulated_capabilities(),
-        simulated: true,
+        gpus: monitor.devices(),
+        capabilities: gpu_runtime::executor::capabilities(&args.executors),
+        executors: args.executors,
+        state_dir: args.state_dir,
+        simulated: monitor.simulated(),
         operator_address: args.operator_address,
         identity,
         trust,
+        probes: gpu_runtime::probes::ProbeConfig {
+            listen: args.probe_listen,
+            address: args.probe_address,
+            bandwidth_interval: Duration::from_secs(args.bandwidth_interval_seconds),
+            bandwidth_bytes: args.bandwidth_probe_bytes,
+        },
+        telemetry: Some(monitor),
     };
     gpu_runtime::agent::run(config, shutdown_signal()).await
 }

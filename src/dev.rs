@@ -92,6 +92,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             price_per_gpu_hour: price.parse::<Price>()?,
             gpus: gpu_runtime::inventory::simulated(gpus, &name)?,
             capabilities: gpu_runtime::executor::simulated_capabilities(),
+            executors: vec![gpu_runtime::executor::ExecutorKind::Builtin],
+            // Kept with the database, like the keys: a restarted `agora dev` delivers what its
+            // agents had not (each agent keeps its own subdirectory, by node name).
+            state_dir: data_dir.join("agents"),
             simulated: true,
             operator_address: None,
             identity,
@@ -100,6 +104,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 allow_plain_http: true,
                 ..Default::default()
             },
+            // Hub RTT and bandwidth as any agent; no responder, so peers do not probe them.
+            probes: gpu_runtime::probes::ProbeConfig::default(),
+            // Simulated telemetry is for `agora agent --simulate-gpus`; dev agents only offer GPUs.
+            telemetry: None,
         };
         fleet_lines.push(format!(
             "  {name:<10} {region:<13} {gpus:<13} {price}/GPU-hour (simulated GPUs)"

@@ -2,8 +2,10 @@
 //! implements it; the logic lives in the crates.
 
 mod bench;
+mod bench_agent;
 mod cli;
 mod dev;
+mod gpus;
 
 use clap::Parser;
 

@@ -317,3 +317,238 @@ fn the_hub_benchmark_reports_its_contract() {
     assert_eq!(report["unscheduled"], 0, "every paced job fits: {report}");
     assert_eq!(report["failed_requests"], 0, "{report}");
 }
+
+/// Kills a background `agora` process when the test ends, however it ends.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn background(args: &[&str]) -> Background {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+    cmd.args(args)
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AGORA_") {
+            cmd.env_remove(name);
+        }
+    }
+    Background(cmd.spawn().expect("spawning agora"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `GET /metrics` as a scraper sends it; `None` while nothing answers yet.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(TIMEOUT)).ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    Some(body.to_string())
+}
+
+/// One sample line of the Prometheus text format: name, labels, value.
+fn parse_sample(line: &str) -> (String, Vec<(String, String)>, f64) {
+    let (series, value) = line.rsplit_once(' ').expect("`series value`");
+    let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {line}"));
+    let Some((name, labels)) = series.split_once('{') else {
+        return (series.to_string(), Vec::new(), value);
+    };
+    let labels = labels
+        .strip_suffix('}')
+        .expect("labels end with }")
+        .split(',')
+        .map(|pair| {
+            let (key, value) = pair.trim().split_once('=').expect("label=value");
+            let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+            (key.to_string(), value.expect("quoted value").to_string())
+        })
+        .collect();
+    (name.to_string(), labels, value)
+}
+
+/// A real agent process, started against a real hub, serves the DCGM exporter's metrics for its
+/// simulated GPUs (names and labels as dcgm-exporter spells them) and its own `agora_agent_*` ones.
+#[test]
+fn the_agent_serves_dcgm_metrics_for_its_gpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub_port = free_port();
+    let hub_url = format!("http://127.0.0.1:{hub_port}");
+    let _hub = background(&[
+        "server",
+        "--listen",
+        &format!("127.0.0.1:{hub_port}"),
+        "--database-url",
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+    ]);
+    let metrics_port = free_port();
+    let key = dir.path().join("node.key");
+    let mut agent = background(&[
+        "agent",
+        "--hub",
+        &hub_url,
+        "--region",
+        "eu-west",
+        "--name",
+        "gn-metrics-test",
+        "--key",
+        key.to_str().unwrap(),
+        "--simulate-gpus",
+        "2xH100-80GB",
+        "--telemetry-interval-seconds",
+        "1",
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics_port}"),
+    ]);
+    let started = Instant::now();
+    let text = loop {
+        if let Some(text) = scrape(metrics_port) {
+            break text;
+        }
+        assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited");
+        assert!(started.elapsed() < TIMEOUT, "no /metrics after {TIMEOUT:?}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    let samples: Vec<_> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(parse_sample)
+        .collect();
+    for metric in [
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_FB_FREE",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_SM_CLOCK",
+        "DCGM_FI_DEV_MEM_CLOCK",
+        "DCGM_FI_DEV_XID_ERRORS",
+        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+    ] {
+        let series: Vec<_> = samples.iter().filter(|(n, _, _)| n == metric).collect();
+        assert_eq!(series.len(), 2, "{metric}: one series per GPU\n{text}");
+        let mut indexes = Vec::new();
+        for (_, labels, value) in series {
+            let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(
+                names,
+                ["gpu", "UUID", "device", "modelName", "Hostname"],
+                "{metric}"
+            );
+            let label = |name: &str| &labels.iter().find(|(k, _)| k == name).unwrap().1;
+            indexes.push(label("gpu").clone());
+            assert_eq!(label("device"), &format!("nvidia{}", label("gpu")));
+            assert!(label("UUID").starts_with("GPU-SIM-"), "{labels:?}");
+            assert_eq!(label("modelName"), "Simulated H100-80GB");
+            assert!(!label("Hostname").is_empty());
+            assert!(value.is_finite() && *value >= 0.0, "{metric} {value}");
+        }
+        indexes.sort();
+        assert_eq!(indexes, ["0", "1"], "{metric}");
+    }
+    let value = |name: &str| {
+        samples
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .2
+    };
+    assert_eq!(value("agora_agent_simulated"), 1.0);
+    assert_eq!(value("agora_agent_gpus_healthy"), 2.0);
+    assert_eq!(value("agora_agent_gpus_unhealthy"), 0.0);
+    assert_eq!(value("agora_agent_assignments_running"), 0.0);
+    assert_eq!(value("agora_agent_reports_queued"), 0.0);
+    assert_eq!(value("agora_agent_heartbeat_failures_total"), 0.0);
+    // Idle GPUs: nothing running, memory free.
+    assert_eq!(value("DCGM_FI_DEV_GPU_UTIL"), 0.0);
+    assert_eq!(value("DCGM_FI_DEV_FB_FREE"), 80.0 * 1024.0);
+}
+
+/// Without `--simulate-gpus` the agent needs NVML; where there is none (this machine, CI) it says
+/// why and how to run without GPUs instead of offering nothing.
+#[test]
+fn an_agent_without_nvml_says_why_and_suggests_simulating() {
+    let out = agora(&["gpus"]);
+    if out.success {
+        // A GPU machine: the agent would find its GPUs; nothing to check here.
+        return;
+    }
+    assert!(out.stderr.contains("NVML is unavailable"), "{}", out.stderr);
+    let out = agora(&[
+        "agent",
+        "--hub",
+        "http://127.0.0.1:9",
+        "--region",
+        "eu-west",
+        "--name",
+        "gn-cli-test",
+    ]);
+    assert!(!out.success, "the agent started without GPUs");
+    assert!(
+        out.stderr.contains("cannot find this machine's GPUs")
+            && out.stderr.contains("--simulate-gpus"),
+        "stderr: {}",
+        out.stderr
+    );
+    let json = agora(&["gpus", "--json"]);
+    let found: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert!(found["unavailable"].is_string(), "{found}");
+    assert_eq!(found["gpus"], serde_json::json!([]));
+}
+
+/// `agora bench agent --json` measures a real agent process and reports the keys scripts rely on,
+/// beside the targets. A short run; the figures are only checked to be plausible.
+#[test]
+fn the_agent_benchmark_reports_its_contract() {
+    let out = agora(&[
+        "--log",
+        "warn",
+        "bench",
+        "agent",
+        "--json",
+        "--seconds",
+        "2",
+    ]);
+    assert!(out.success, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    let number = |key: &str| {
+        report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} should be a number: {report}"))
+    };
+    assert!(number("rss_mb") > 0.0, "{report}");
+    assert!(number("cpu_percent") >= 0.0, "{report}");
+    assert_eq!(number("rss_target_mb"), 25.0);
+    assert_eq!(number("cpu_target_percent"), 1.0);
+    assert_eq!(report["gpus"], 8, "{report}");
+    assert_eq!(report["telemetry_interval_s"], 1, "{report}");
+    assert_eq!(report["gpus_healthy"], 8, "{report}");
+    assert!(number("metrics_series") >= 8.0 * 11.0, "{report}");
+}

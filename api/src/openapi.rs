@@ -62,6 +62,11 @@ fn submission(generator: &mut SchemaGenerator) -> Value {
     })
 }
 
+/// A body of raw bytes (`application/octet-stream`), such as a bandwidth probe's upload.
+fn binary_body(_: &mut SchemaGenerator) -> Value {
+    json!({"type": "string", "contentMediaType": "application/octet-stream"})
+}
+
 /// The schema of a page size.
 const LIMIT_SCHEMA: &str = r#"{"type": "integer", "minimum": 1, "maximum": 500}"#;
 
@@ -192,8 +197,8 @@ pub const OPERATIONS: &[Operation] = &[
             ("limit", LIMIT_SCHEMA, "Page size, 1 to 500 (default 50)"),
             (
                 "after",
-                r#"{"type": "string", "pattern": "^[0-9]{1,18}$"}"#,
-                "The `next` cursor of the previous page",
+                r#"{"type": "string", "pattern": "^[0-9]{0,18}$"}"#,
+                "The `next` cursor of the previous page (empty: the first page)",
             ),
         ],
         request: None,
@@ -403,6 +408,53 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/agent/bandwidth",
+        id: "downloadBandwidthProbe",
+        summary: "Agent: download N random bytes (application/octet-stream) to measure the node's downlink from the hub",
+        auth: Auth::NodeToken,
+        query: &[(
+            "bytes",
+            r#"{"type": "integer", "minimum": 1, "maximum": 16777216}"#,
+            "How many bytes to send (required, at most 16 MiB)",
+        )],
+        request: None,
+        responses: &[
+            (200, "N random bytes (application/octet-stream)", None),
+            (
+                503,
+                "The hub is serving as many bandwidth probes as it allows at once (bandwidth_busy); `Retry-After` says when to probe again",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/agent/bandwidth",
+        id: "uploadBandwidthProbe",
+        summary: "Agent: upload up to 16 MiB (application/octet-stream) to measure the node's uplink; the hub discards it and answers how many bytes it read and how long that took",
+        auth: Auth::NodeToken,
+        query: &[],
+        request: Some(binary_body),
+        responses: &[
+            (
+                200,
+                "Bytes read and the time they took",
+                Some(schema::<agent::BandwidthUpload>),
+            ),
+            (
+                413,
+                "The body is larger than 16 MiB",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                503,
+                "The hub is serving as many bandwidth probes as it allows at once (bandwidth_busy); `Retry-After` says when to probe again",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
         path: "/healthz",
         id: "healthz",
         summary: "Liveness",
@@ -478,7 +530,12 @@ pub fn document() -> Value {
         if let Some(request) = op.request {
             let body = request(&mut generator);
             let mut content = Map::new();
-            content.insert("application/json".into(), json!({"schema": body}));
+            let media_type = if op.id == "uploadBandwidthProbe" {
+                "application/octet-stream"
+            } else {
+                "application/json"
+            };
+            content.insert(media_type.into(), json!({"schema": body}));
             if matches!(op.id, "submitJob" | "quoteJob") {
                 content.insert("application/yaml".into(), json!({"schema": body}));
             }

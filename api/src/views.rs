@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crds::{
     money::{Price, display_micros},
-    rest::{Job, JobEvent, Node},
+    rest::{Job, JobEvent, Node, WorkerResult},
     v1alpha1::{
         CheckpointStatus, ComputeJobStatus, GpuNodeSpec, GpuNodeStatus, JobPhase, PlacementStatus,
         Usage, WorkerPlacement,
@@ -132,6 +132,16 @@ pub fn job(row: &JobRow, assignments: &[AssignmentRow], regions: &HashMap<String
             completion_time: row.finished_at.map(time),
             observed_generation: None,
         },
+        results: assignments
+            .iter()
+            .filter_map(|a| {
+                Some(WorkerResult {
+                    rank: a.rank,
+                    node: a.node_name.clone(),
+                    result: a.result.clone()?,
+                })
+            })
+            .collect(),
     }
 }
 

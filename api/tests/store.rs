@@ -83,6 +83,7 @@ async fn report_state(store: &Store, assignment: &str, state: WorkerState, exit_
         state,
         exit_code,
         message: None,
+        result: None,
     };
     let outcome = store
         .report_status("gn-a", assignment, &report)

@@ -290,6 +290,25 @@ pub struct HeartbeatResponse {
     pub probe_targets: Vec<ProbeTarget>,
 }
 
+/// The most bytes one bandwidth probe (`GET`/`POST /v1/agent/bandwidth`) moves: 16 MiB, enough
+/// for a stable figure up to a few Gbit/s while bounding what one probe costs the hub.
+pub const MAX_BANDWIDTH_PROBE_BYTES: u64 = 16 << 20;
+
+/// Answer to `POST /v1/agent/bandwidth`: what the hub read of the agent's upload and how long it
+/// took. The clock starts at the body's first chunk, so connection setup, authentication and
+/// whatever the hub's buffers held before it looked are not counted: the agent's uplink is
+/// `timedBytes × 8 / readMicros` Mbit/s.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BandwidthUpload {
+    /// Bytes the hub read: the whole body.
+    pub bytes: u64,
+    /// Bytes that arrived after the body's first chunk: the ones `readMicros` timed.
+    pub timed_bytes: u64,
+    /// Microseconds from the first chunk's arrival to the last one's.
+    pub read_micros: u64,
+}
+
 /// A peer the hub asks a node to probe.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -336,6 +355,24 @@ pub struct Assignment {
     #[serde(default)]
     #[schemars(length(max = 16))]
     pub env: Vec<EnvVar>,
+    /// Every worker of the attempt, this one included, by rank: what the worker needs to
+    /// rendezvous with the others (`AGORA_PEERS`). Empty from a hub older than this field.
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+}
+
+/// One worker of a job attempt, as its peers see it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Peer {
+    /// The worker's rank, 0-based.
+    pub rank: u32,
+    /// The node the worker runs on.
+    pub node: String,
+    /// The host (no port) of that node's `probeAddress`, the only address of it the hub knows;
+    /// null when the node advertised none, and then the workers must find each other otherwise.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 /// The attempt number (1-based) of the worker's job attempt, as a decimal string.
@@ -391,6 +428,40 @@ pub struct StatusReport {
     /// Why the worker ended, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What a builtin workload computed, with the final report of a worker that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<WorkloadResult>,
+}
+
+/// What a builtin workload computed (docs/workloads.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadResult {
+    /// What computed it: a GPU, or the CPU reference (simulated nodes).
+    pub backend: ResultBackend,
+    /// `matmulBenchmark`: achieved FP32 TFLOPS per GPU (the mean over the worker's GPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100000.0))]
+    pub tflops: Option<f64>,
+    /// `verifiableMatmul`: SHA-256 over all chunk commitments, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub output_digest: Option<String>,
+    /// `verifiableMatmul`: the SHA-256 commitment of each chunk of rows of C, in order, lowercase
+    /// hex; at most 1024, as many as a `verifiableMatmul` may have chunks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024), inner(regex(pattern = r"^[0-9a-f]{64}$")))]
+    pub chunk_commitments: Vec<String>,
+}
+
+/// What computed a [`WorkloadResult`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResultBackend {
+    /// A GPU, through CUDA.
+    Cuda,
+    /// The CPU reference implementation: a simulated node's figure, not a GPU's.
+    CpuReference,
 }
 
 /// A worker's state as its agent sees it.

@@ -19,6 +19,23 @@ pub struct Job {
     pub spec: ComputeJobSpec,
     /// The job's observed state.
     pub status: ComputeJobStatus,
+    /// What the current attempt's workers reported of a builtin workload (benchmark TFLOPS,
+    /// verifiable-matmul output digest and chunk commitments), by rank; only workers that
+    /// reported one. Not part of the `ComputeJob` status: commitments are too large for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<WorkerResult>,
+}
+
+/// One worker's result.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerResult {
+    /// The worker's rank.
+    pub rank: u32,
+    /// The node it ran on.
+    pub node: String,
+    /// What it computed.
+    pub result: crate::agent::WorkloadResult,
 }
 
 /// A node as the REST API returns it: the same shape as the `GpuNode` resource, plus what its

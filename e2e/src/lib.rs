@@ -590,16 +590,19 @@ impl DevHub {
     }
 
     /// Starts an external `agora agent` against this hub with simulated GPUs (`8xH100-80GB`), logging
-    /// to `<dir>/<name>.*.log`, with its node key in `<dir>/<name>.key` (kept across restarts, since
-    /// the hub binds the name to that key).
+    /// to `<dir>/<name>.*.log`, with its state in `<dir>/agent-state/<name>` and its node key in
+    /// `<dir>/<name>.key` (both kept across restarts, since the hub binds the name to that key).
     pub fn agent(&self, name: &str, region: &str, gpus: &str, price: &str) -> Process {
         let key = self.log_dir.join(format!("{name}.key"));
+        let state = self.log_dir.join("agent-state");
         let cmd = agora_command(&[
             "agent",
             "--hub",
             &self.url,
             "--key",
             &key.to_string_lossy(),
+            "--state-dir",
+            &state.to_string_lossy(),
             "--name",
             name,
             "--region",
@@ -658,8 +661,9 @@ fn wait_for_hub(process: &mut Process, url: &str, key_file: &Path) -> Option<Str
 }
 
 /// Starts `agora agent` against the hub at `hub_url` with simulated GPUs (`gpus`, e.g.
-/// `1xH100-80GB`), logging to `<dir>/<name>.*.log`, with its node key in `<dir>/<name>.key` (kept
-/// across restarts, since the hub binds the name to that key).
+/// `1xH100-80GB`), logging to `<dir>/<name>.*.log`, with its state in `<dir>/agent-state/<name>`
+/// and its node key in `<dir>/<name>.key` (both kept across restarts, since the hub binds the name
+/// to that key).
 pub fn spawn_agent(
     hub_url: &str,
     dir: &Path,
@@ -669,12 +673,16 @@ pub fn spawn_agent(
     price: &str,
 ) -> Process {
     let key = dir.join(format!("{name}.key"));
+    // Kept across restarts like the key (the agent's undelivered reports and started work).
+    let state = dir.join("agent-state");
     let cmd = agora_command(&[
         "agent",
         "--hub",
         hub_url,
         "--key",
         &key.to_string_lossy(),
+        "--state-dir",
+        &state.to_string_lossy(),
         "--name",
         name,
         "--region",

@@ -965,8 +965,15 @@ fn snapshot(target: &Target) -> String {
     }
     let mut nodes = api.get_ok("/v1/nodes?limit=500").expect("the node list");
     for node in nodes["items"].as_array_mut().expect("items") {
-        let status = node["status"].as_object_mut().expect("a status");
+        // Live readings change with every heartbeat: GPU telemetry and network measurements.
+        let node = node.as_object_mut().expect("a node");
+        node.remove("telemetry");
+        let status = node
+            .get_mut("status")
+            .and_then(Value::as_object_mut)
+            .expect("a status");
         status.remove("lastHeartbeat");
+        status.remove("network");
         for condition in status
             .get_mut("conditions")
             .and_then(Value::as_array_mut)

@@ -26,6 +26,7 @@ use crate::{
     backoff::{Backoff, FailureStreak},
     client::{HubClient, HubTrust},
     identity::NodeIdentity,
+    probes::{self, Network, ProbeConfig, Responder},
 };
 
 /// How long each long-poll asks the hub to wait for new work.
@@ -58,10 +59,21 @@ pub struct AgentConfig {
     pub simulated: bool,
     /// The operator's chain address.
     pub operator_address: Option<String>,
+    /// The executors the owner enabled (`--executor`); `capabilities` should be what they offer
+    /// ([`crate::executor::capabilities`]).
+    pub executors: Vec<crate::executor::ExecutorKind>,
+    /// Where the agent keeps what must survive its restart (`--state-dir`): undelivered reports,
+    /// started assignments, workers' directories.
+    pub state_dir: std::path::PathBuf,
     /// The node's key: registration proves the agent holds it, and the hub binds the name to it.
     pub identity: NodeIdentity,
     /// How the hub's certificate is checked (and whether plain HTTP beyond loopback is allowed).
     pub trust: HubTrust,
+    /// What the agent measures of its network, and where peers probe it.
+    pub probes: ProbeConfig,
+    /// The GPUs' telemetry and health, sampled in the background: heartbeats carry its latest
+    /// readings and the inventory when a GPU's health changed. `None`: no telemetry.
+    pub telemetry: Option<Arc<crate::gpus::Monitor>>,
 }
 
 impl AgentConfig {
@@ -79,8 +91,7 @@ impl AgentConfig {
             // Filled in for each registration with a fresh challenge.
             challenge: String::new(),
             signature: String::new(),
-            // Peer probing comes with the agent's network measurements.
-            probe_address: None,
+            probe_address: self.probes.address.clone(),
         }
     }
 }
@@ -89,8 +100,13 @@ impl AgentConfig {
 struct Shared {
     session: Session,
     held: Held,
+    /// The executors and the on-disk state workers use.
+    state: worker::State,
     /// Fires at shutdown; every worker's stop token is a child of it.
     stopping: CancellationToken,
+    /// Network measurements waiting for the next heartbeat, and the peers to probe.
+    network: Network,
+    telemetry: Option<Arc<crate::gpus::Monitor>>,
 }
 
 /// Runs the node agent until `shutdown` completes, then stops every worker, tries once to report
@@ -114,6 +130,20 @@ async fn run_node(
     // Until the agent's config carries `--hub-ca` / `--allow-plain-http`: the system's roots, and
     // plain HTTP on loopback only.
     let client = HubClient::new(&config.hub_url, &config.trust)?;
+    let (state, undelivered) = worker::State::open(
+        &config.state_dir,
+        &config.name,
+        &config.executors,
+        config.gpus.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("--state-dir {}: {e:#}", config.state_dir.display()))?;
+    config.probes.validate()?;
+    let responder = match config.probes.listen {
+        Some(address) => Some(Responder::bind(address).await.map_err(|e| {
+            anyhow::anyhow!("--probe-listen {address}: cannot answer probes there: {e}")
+        })?),
+        None => None,
+    };
     let stopping = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -127,10 +157,14 @@ async fn run_node(
     let shared = Arc::new(Shared {
         session,
         held: Held::default(),
+        state,
         stopping: stopping.clone(),
+        network: Network::new(config.probes.clone()),
+        telemetry: config.telemetry.clone(),
     });
 
     let mut workers = Workers::default();
+    worker::redeliver(&shared, undelivered).await;
     let result = tokio::select! {
         () = &mut shutdown => {
             info!("shutting down");
@@ -139,6 +173,7 @@ async fn run_node(
         error = shared.session.refused() => Err(error),
         () = heartbeat_loop(&shared) => Ok(()),
         () = poll_loop(&shared, &mut workers) => Ok(()),
+        () = network_loop(&shared, responder) => Ok(()),
     };
 
     // Cancels every worker; each tries once to report how it ended.
@@ -157,23 +192,50 @@ async fn run_node(
 async fn heartbeat_loop(shared: &Shared) {
     let client = shared.session.client();
     let mut interval = shared.session.auth().heartbeat_interval;
+    let mut registration = shared.session.auth().generation;
     let mut streak = FailureStreak::default();
     loop {
         let started = Instant::now();
+        let telemetry = shared.telemetry.as_deref();
+        let assignments = shared.held.states();
+        if let Some(monitor) = telemetry {
+            monitor.track_assignments(&assignments);
+        }
         let request = HeartbeatRequest {
-            gpus: None,
-            assignments: shared.held.states(),
-            ..HeartbeatRequest::default()
+            gpus: telemetry.and_then(crate::gpus::Monitor::changed_devices),
+            assignments,
+            telemetry: telemetry
+                .map(crate::gpus::Monitor::telemetry)
+                .unwrap_or_default(),
+            network: shared.network.report(),
         };
         let request = &request;
+        let network = &shared.network;
         let result = shared
             .session
-            .call(|token| async move { client.heartbeat(&token, request).await })
+            .call(|token| async move {
+                let sent = Instant::now();
+                let answer = client.heartbeat(&token, request).await;
+                if answer.is_ok() {
+                    network.hub_round_trip(sent.elapsed());
+                }
+                answer
+            })
             .await;
         match result {
             Ok(response) => {
                 if let Some(failures) = streak.succeed() {
                     info!(failures, "heartbeats reach the hub again");
+                }
+                if let (Some(monitor), Some(gpus)) = (telemetry, &request.gpus) {
+                    monitor.devices_delivered(gpus);
+                }
+                // Registered again meanwhile (401): the hub has the registration's inventory.
+                if let Some(monitor) = telemetry
+                    && shared.session.auth().generation != registration
+                {
+                    registration = shared.session.auth().generation;
+                    monitor.registered_again();
                 }
                 interval = session::heartbeat_interval(response.heartbeat_interval_seconds);
                 for id in &response.stop {
@@ -181,8 +243,12 @@ async fn heartbeat_loop(shared: &Shared) {
                         info!(assignment = %id, "stopping on the hub's request");
                     }
                 }
+                shared.network.set_targets(response.probe_targets);
             }
             Err(e) => {
+                if let Some(monitor) = telemetry {
+                    monitor.heartbeat_failed();
+                }
                 if streak.fail() {
                     warn!(error = %e, "heartbeat failed; will keep trying");
                 }
@@ -190,6 +256,24 @@ async fn heartbeat_loop(shared: &Shared) {
         }
         tokio::time::sleep_until(started + interval).await;
     }
+}
+
+/// Answers peers' probes (with `--probe-listen`), probes the peers heartbeat answers name and
+/// measures bandwidth against the hub (see [`crate::probes`]). Never returns.
+async fn network_loop(shared: &Shared, responder: Option<Responder>) {
+    let client = shared.session.client();
+    let bandwidth = shared.network.measure_bandwidth(|bytes| {
+        shared
+            .session
+            .call(move |token| async move { probes::bandwidth(client, &token, bytes).await })
+    });
+    let respond = async {
+        match responder {
+            Some(responder) => responder.serve().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::join!(respond, shared.network.probe_peers(), bandwidth);
 }
 
 /// Long-polls for assignments and starts a worker for each one not seen before. Never returns.
@@ -214,6 +298,9 @@ async fn poll_loop(shared: &Arc<Shared>, workers: &mut Workers) {
                 for assignment in list.items {
                     let stop = shared.stopping.child_token();
                     if shared.held.claim(&assignment.id, stop.clone()) {
+                        if let Some(monitor) = &shared.telemetry {
+                            monitor.hold(&assignment.id, &assignment.gpus);
+                        }
                         workers.spawn(shared, assignment, stop);
                         started += 1;
                     }
@@ -290,10 +377,15 @@ mod tests {
             price_per_gpu_hour: Price::from_micros(2_500_000),
             gpus: crate::inventory::simulated("2xL4-24GB", "gn-test").unwrap(),
             capabilities: crate::executor::simulated_capabilities(),
+            executors: vec![crate::executor::ExecutorKind::Builtin],
+            state_dir: std::env::temp_dir()
+                .join(format!("agora-agent-test-{}", std::process::id())),
             simulated: true,
             operator_address: None,
             identity: NodeIdentity::generate(),
             trust: HubTrust::default(),
+            probes: ProbeConfig::default(),
+            telemetry: None,
         }
     }
 
@@ -303,7 +395,14 @@ mod tests {
         assert_eq!(request.name, "gn-test");
         assert_eq!(request.region, "eu-west");
         assert_eq!(request.gpus.len(), 2);
-        assert_eq!(request.capabilities, ["builtin:sleep"]);
+        assert_eq!(
+            request.capabilities,
+            [
+                "builtin:sleep",
+                "builtin:matmulBenchmark",
+                "builtin:verifiableMatmul"
+            ]
+        );
         assert!(request.simulated);
         assert_eq!(
             request.agent_version.as_deref(),

@@ -253,6 +253,28 @@ impl HubClient {
         self.send(builder).await.map(drop)
     }
 
+    /// A request to `/v1/agent/bandwidth` (`?bytes=N` when given) for [`crate::probes`], which
+    /// streams its bodies itself (a probe's download is larger than any protocol answer this
+    /// client reads).
+    pub(crate) fn bandwidth_request(
+        &self,
+        method: Method,
+        token: &str,
+        bytes: Option<u64>,
+        timeout: Duration,
+    ) -> RequestBuilder {
+        let mut url = self.url(&["bandwidth"]);
+        if let Some(bytes) = bytes {
+            url.query_pairs_mut()
+                .append_pair("bytes", &bytes.to_string());
+        }
+        self.http
+            .request(method, url)
+            .bearer_auth(token)
+            .header(PROTOCOL_VERSION_HEADER, PROTOCOL_VERSION)
+            .timeout(timeout)
+    }
+
     /// `{base}/v1/agent/{segments…}`, each segment percent-encoded (ids come from the network).
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
@@ -288,6 +310,15 @@ impl HubClient {
     }
 }
 
+/// The error a non-2xx answer stands for.
+pub(crate) async fn error_answer(mut response: Response) -> ClientError {
+    let status = response.status();
+    match read_body(&mut response).await {
+        Ok(body) => classify(status, &body),
+        Err(e) => e,
+    }
+}
+
 /// Reads a response body, refusing one larger than [`MAX_RESPONSE_BYTES`].
 async fn read_body(response: &mut Response) -> Result<Vec<u8>, ClientError> {
     if response
@@ -318,7 +349,7 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
 }
 
 /// A transport failure, with its causes (reqwest's own message omits them: "connection refused").
-fn network_error(error: reqwest::Error) -> ClientError {
+pub(crate) fn network_error(error: reqwest::Error) -> ClientError {
     let mut message = error.to_string();
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {

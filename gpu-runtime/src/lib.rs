@@ -7,7 +7,8 @@
 //!
 //! - [`identity`]: the node's secp256k1 key, which proves to the hub that a registration comes from
 //!   the node that first took its name (and, with settlement, signs usage receipts);
-//! - [`inventory`]: what GPUs the node has (for now simulated ones, from a spec like `8xH100-80GB`);
+//! - [`inventory`]: simulated GPU inventories, from a spec like `8xH100-80GB`;
+//! - [`gpus`]: the node's GPUs (NVML or simulated), their telemetry, health and `/metrics`;
 //! - [`executor`]: how an assignment's workload is run (for now the builtin workloads of simulated
 //!   nodes);
 //! - [`client`]: a typed HTTP client of the agent protocol (`/v1/agent/...`, wire types in
@@ -17,11 +18,17 @@
 //! NVML inventory and telemetry, cudarc workloads, network probes and signed receipts arrive with
 //! later issues. This crate never depends on the hub (`api`), a database or a chain client, so the
 //! agent can ship as a small binary of its own.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the CUDA path (`workloads::cuda`, feature `cuda`) must call cudarc's
+// unsafe kernel launches, and allows it there alone.
+#![deny(unsafe_code)]
 
 pub mod agent;
 mod backoff;
 pub mod client;
 pub mod executor;
+pub mod gpus;
 pub mod identity;
 pub mod inventory;
+pub mod outbox;
+pub mod probes;
+pub mod workloads;

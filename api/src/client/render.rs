@@ -206,6 +206,27 @@ pub fn job_detail(job: &Job, now: Timestamp) -> String {
             format!("{} GPU-seconds, cost {}", u.gpu_seconds, u.cost),
         );
     }
+    if !job.results.is_empty() {
+        let mut t = Table::new(["RANK", "NODE", "BACKEND", "RESULT"]);
+        for w in &job.results {
+            let r = &w.result;
+            let backend = serde_json::to_value(r.backend)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            let shown = match (&r.tflops, &r.output_digest) {
+                (Some(tflops), _) => format!("{tflops:.2} TFLOPS"),
+                (None, Some(digest)) => format!(
+                    "digest {digest} ({} chunk commitments)",
+                    r.chunk_commitments.len()
+                ),
+                (None, None) => "-".into(),
+            };
+            t.row([w.rank.to_string(), w.node.clone(), backend, shown]);
+        }
+        d.heading("Results");
+        d.block(&t.render());
+    }
     if let Some(s) = &status.settlement {
         let mut parts = Vec::new();
         if let Some(b) = &s.batch {
@@ -360,6 +381,13 @@ fn builtin_summary(b: &BuiltinWorkload) -> String {
             "matmulBenchmark ({n}×{n}, {} iterations)",
             m.iterations,
             n = m.size
+        )
+    } else if let Some(v) = &b.verifiable_matmul {
+        format!(
+            "verifiableMatmul ({n}×{n}, {} rows per chunk, seed {})",
+            v.chunk_rows,
+            v.seed,
+            n = v.n
         )
     } else {
         b.name().into()
@@ -745,6 +773,37 @@ mod tests {
         for column in ["REGION", "READY", "LAST HEARTBEAT"] {
             assert_column_aligned(&out, column);
         }
+    }
+
+    #[test]
+    fn job_detail_shows_what_builtin_workers_computed() {
+        let mut j = pending_job();
+        j.spec.workload = serde_json::from_value(serde_json::json!({
+            "builtin": {"verifiableMatmul": {"n": 64, "chunkRows": 16, "seed": 42}}
+        }))
+        .unwrap();
+        j.results = serde_json::from_value(serde_json::json!([
+            {"rank": 0, "node": "gn-a", "result": {"backend": "cuda", "tflops": 41.234}},
+            {"rank": 1, "node": "gn-b", "result": {
+                "backend": "cpu-reference", "outputDigest": "13e9ce56",
+                "chunkCommitments": ["1f78", "2a"]
+            }}
+        ]))
+        .unwrap();
+        let out = job_detail(&j, now());
+        assert!(
+            out.contains("builtin verifiableMatmul (64×64, 16 rows per chunk, seed 42)"),
+            "{out}"
+        );
+        assert!(out.contains("Results:\n  RANK   NODE   BACKEND"), "{out}");
+        assert!(
+            out.contains("0      gn-a   cuda            41.23 TFLOPS"),
+            "{out}"
+        );
+        assert!(
+            out.contains("1      gn-b   cpu-reference   digest 13e9ce56 (2 chunk commitments)"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use axum::{
 };
 use crds::agent::{
     Assignment, AssignmentList, ChallengeRequest, ChallengeResponse, HeartbeatRequest,
-    HeartbeatResponse, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, RegisterRequest,
+    HeartbeatResponse, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, Peer, RegisterRequest,
     RegisterResponse, StatusReport,
 };
 use crds::{
@@ -39,6 +39,8 @@ use crate::{
     store::{AssignmentOutcome, CheckpointOutcome, Registration, hash_secret, now_ms},
 };
 
+mod bandwidth;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/agent/challenge", post(challenge))
@@ -47,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/agent/assignments", get(assignments))
         .route("/v1/agent/assignments/{id}/status", post(status))
         .route("/v1/agent/assignments/{id}/checkpoint", post(checkpoint))
+        .route("/v1/agent/bandwidth", bandwidth::routes())
         .route_layer(axum::middleware::from_fn(check_protocol_version))
 }
 
@@ -311,8 +314,14 @@ async fn to_wire(
     rows: Vec<crate::store::AssignmentRow>,
 ) -> ApiResult<Vec<Assignment>> {
     let mut jobs: HashMap<String, crate::store::JobRow> = HashMap::new();
+    let mut peers: HashMap<(String, u32), Vec<Peer>> = HashMap::new();
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
+        let attempt_key = (row.job_id.clone(), row.attempt);
+        if !peers.contains_key(&attempt_key) {
+            let workers = attempt_peers(state, &row.job_id, row.attempt).await?;
+            peers.insert(attempt_key.clone(), workers);
+        }
         if !jobs.contains_key(&row.job_id) {
             let job = state
                 .store
@@ -337,9 +346,35 @@ async fn to_wire(
             workload: job.spec.workload.clone(),
             max_runtime_seconds: job.spec.max_runtime.map(|d| Duration::from(d).as_secs()),
             env: attempt_env(row.attempt, row.resume_checkpoint),
+            peers: peers[&attempt_key].clone(),
         });
     }
     Ok(items)
+}
+
+/// Every worker of a job attempt, by rank, with the host of its node's probe address where the
+/// node advertised one (the only address of a node the hub knows; agents connect out, so a node
+/// without one is reachable only in ways the hub cannot tell).
+async fn attempt_peers(state: &AppState, job: &str, attempt: u32) -> ApiResult<Vec<Peer>> {
+    let workers = state.store.job_assignments(job, attempt).await?;
+    let nodes: Vec<String> = workers.iter().map(|w| w.node_name.clone()).collect();
+    let addresses = state.store.probe_addresses(&nodes).await?;
+    Ok(workers
+        .into_iter()
+        .map(|w| Peer {
+            rank: w.rank,
+            address: addresses.get(&w.node_name).map(|a| probe_host(a)),
+            node: w.node_name,
+        })
+        .collect())
+}
+
+/// The host of a `host:port` probe address, an IPv6 address without its brackets.
+fn probe_host(address: &str) -> String {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 /// What the hub tells a worker about its attempt: which one it is, and the checkpoint to resume
@@ -444,4 +479,14 @@ fn stale(id: &str, seq: u64, last: u64) -> ApiError {
              the hub already has this report or a newer one"
         ),
     )
+}
+
+#[cfg(test)]
+mod probe_host_tests {
+    #[test]
+    fn a_peer_address_is_the_probe_address_host() {
+        assert_eq!(super::probe_host("10.0.0.7:7070"), "10.0.0.7");
+        assert_eq!(super::probe_host("[2001:db8::1]:7070"), "2001:db8::1");
+        assert_eq!(super::probe_host("gn-a.example.com:1"), "gn-a.example.com");
+    }
 }

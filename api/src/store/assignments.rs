@@ -140,6 +140,7 @@ impl Store {
                             "the node's agent no longer runs this worker (it restarted or lost it)",
                         ),
                         seq: None,
+                        result: None,
                     };
                     self.change_worker(node, &gone.id, &failed).await?;
                 }
@@ -192,6 +193,12 @@ impl Store {
             exit_code: report.exit_code,
             message: report.message.as_deref(),
             seq: Some(report.seq),
+            result: report
+                .result
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?,
         };
         self.change_worker(node, id, &change).await
     }
@@ -242,7 +249,8 @@ impl Store {
              started_at = CASE WHEN $4 = 1 THEN COALESCE(started_at, $5) ELSE started_at END, \
              finished_at = CASE WHEN $6 = 1 THEN $5 ELSE finished_at END, \
              exit_code = COALESCE($7, exit_code), message = COALESCE($8, message), \
-             report_seq = COALESCE($9, report_seq) WHERE id = $1 AND state = $2",
+             report_seq = COALESCE($9, report_seq), result = COALESCE($10, result) \
+             WHERE id = $1 AND state = $2",
         )
         .bind(id)
         .bind(assignment.state.as_str())
@@ -255,6 +263,7 @@ impl Store {
         .bind(change.exit_code.map(i64::from))
         .bind(change.message)
         .bind(seq)
+        .bind(change.result.as_deref())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -439,6 +448,8 @@ struct WorkerChange<'a> {
     exit_code: Option<i32>,
     message: Option<&'a str>,
     seq: Option<u64>,
+    /// The workload's result as JSON (`crds::agent::WorkloadResult`), kept once reported.
+    result: Option<String>,
 }
 
 /// A report's `seq` as the store keeps it (a signed 64-bit integer; the API refuses larger ones).

@@ -57,6 +57,27 @@ impl Store {
         Ok(())
     }
 
+    /// The probe addresses of those of `nodes` that advertised one, by node name (what a job's
+    /// workers are told of where their peers are).
+    pub async fn probe_addresses(&self, nodes: &[String]) -> Result<HashMap<String, String>> {
+        let mut found = HashMap::new();
+        for chunk in nodes.chunks(BATCH) {
+            let sql = format!(
+                "SELECT node_name, probe_address FROM node_network \
+                 WHERE probe_address IS NOT NULL AND node_name IN ({})",
+                placeholders(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for node in chunk {
+                query = query.bind(node.as_str());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                found.insert(row.try_get("node_name")?, row.try_get("probe_address")?);
+            }
+        }
+        Ok(found)
+    }
+
     /// Every node whose last heartbeat is at or after `alive_since` (Unix ms), with its probe
     /// address, in no particular order.
     pub async fn probe_nodes(&self, alive_since: i64) -> Result<Vec<ProbeNode>> {

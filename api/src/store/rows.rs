@@ -143,10 +143,12 @@ pub struct AssignmentRow {
     pub finished_at: Option<i64>,
     /// The job's checkpoint when this attempt was placed: what the worker resumes from.
     pub resume_checkpoint: Option<String>,
+    /// What the worker's builtin workload computed, as its agent reported it.
+    pub result: Option<crds::agent::WorkloadResult>,
 }
 
 pub(super) const ASSIGNMENT_COLUMNS: &str = "id, job_id, attempt, worker_rank, node_name, gpus, price_micros, state, \
-     exit_code, message, created_at, started_at, finished_at, resume_checkpoint";
+     exit_code, message, created_at, started_at, finished_at, resume_checkpoint, result";
 
 impl AssignmentRow {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -167,6 +169,13 @@ impl AssignmentRow {
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
             resume_checkpoint: row.try_get("resume_checkpoint")?,
+            result: row
+                .try_get::<Option<String>, _>("result")?
+                .map(|text| {
+                    serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("column result: {e}")))
+                })
+                .transpose()?,
         })
     }
 

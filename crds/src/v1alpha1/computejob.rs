@@ -177,6 +177,10 @@ pub struct BuiltinWorkload {
     /// Measures dense matrix-multiply throughput (TFLOPS) on every GPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matmul_benchmark: Option<MatmulBenchmarkWorkload>,
+    /// Multiplies two seeded integer matrices and commits to the product chunk by chunk, so that
+    /// the work can be spot-checked (see docs/workloads.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifiable_matmul: Option<VerifiableMatmulWorkload>,
 }
 
 /// Parameters of the `sleep` builtin.
@@ -202,6 +206,40 @@ pub struct MatmulBenchmarkWorkload {
     pub iterations: u32,
 }
 
+/// Parameters of the `verifiableMatmul` builtin: C = A·B modulo 2³¹ − 1 for n×n matrices A and B
+/// generated from `seed`, with a SHA-256 commitment per block of `chunkRows` rows of C. At most 1024
+/// chunks, because the commitments travel in the worker's status report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend(
+    "x-kubernetes-validations" = [
+        {
+            "rule": "self.chunkRows <= self.n",
+            "message": "chunkRows must be at most n",
+            "fieldPath": ".chunkRows",
+            "reason": "FieldValueInvalid"
+        },
+        {
+            "rule": "(self.n + self.chunkRows - 1) / self.chunkRows <= 1024",
+            "message": "chunkRows must split n into at most 1024 chunks",
+            "fieldPath": ".chunkRows",
+            "reason": "FieldValueInvalid"
+        }
+    ]
+))]
+pub struct VerifiableMatmulWorkload {
+    /// Matrix dimension n (n×n times n×n).
+    #[schemars(range(min = 1, max = 16384))]
+    pub n: u32,
+    /// Rows of C per committed chunk.
+    #[schemars(range(min = 1, max = 16384))]
+    pub chunk_rows: u32,
+    /// Seed of the inputs. At most 2⁵³ − 1, so that every JSON parser reads it exactly.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 9007199254740991u64))]
+    pub seed: u64,
+}
+
 fn default_matmul_size() -> u32 {
     8192
 }
@@ -217,6 +255,8 @@ impl BuiltinWorkload {
             "sleep"
         } else if self.matmul_benchmark.is_some() {
             "matmulBenchmark"
+        } else if self.verifiable_matmul.is_some() {
+            "verifiableMatmul"
         } else {
             "unknown"
         }

@@ -1,39 +1,81 @@
-//! The life of one assignment on this node: report it running, run it, and make sure the hub learns
-//! how it ended.
+//! The life of one assignment on this node: record it as started, report it running, run it, and
+//! make sure the hub learns how it ended.
 //!
-//! Nothing a worker finished may be lost: a final report that fails for a transient reason is retried
-//! (with backoff) until the hub acknowledges it, and the assignment stays held, so heartbeats keep
-//! carrying its final state meanwhile. Only shutdown cuts this short, after one last attempt.
+//! Nothing a worker finished may be lost, not even across an agent restart: the final report is
+//! written to the [`Outbox`] (on disk, fsync'd) before it is sent, retried (with backoff) until the
+//! hub acknowledges it, and only then removed; the assignment stays held meanwhile, so heartbeats
+//! keep carrying its final state. A restarted agent delivers what its outbox holds
+//! ([`redeliver`]) before anything else.
 //!
-//! Each report carries its number on the assignment (`seq`, see [`ReportSeq`]); a retry repeats
-//! the number, so the hub applies a report once, and a retry of one whose answer was lost (the hub
-//! has it) is answered `409 stale_report`, which ends the retries like an acknowledgement.
+//! Nor may a worker run twice: every assignment is recorded as started ([`Started`]) before its
+//! work starts. One that the hub sends again to a restarted agent, which had started it before the
+//! restart, is not run again but reported `Failed` ([`RESTARTED`]), so the hub retries the job
+//! elsewhere or fails it by its retry policy; whatever is left of the old worker is killed.
+//!
+//! Each report carries its number on the assignment (`seq`), recorded on disk before it is used, so
+//! numbering continues across restarts; a retry repeats the number, so the hub applies a report
+//! once, and a retry of one whose answer was lost (the hub has it) is answered `409 stale_report`,
+//! which ends the retries like an acknowledgement.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc};
 
-use crds::agent::{Assignment, STALE_REPORT, StatusReport, WorkerState};
+use crds::{
+    agent::{Assignment, STALE_REPORT, StatusReport, WorkerState},
+    v1alpha1::GpuDevice,
+};
+use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::Shared;
 use crate::{
     backoff::{Backoff, FailureStreak},
     client::ClientError,
-    executor::{self, Outcome},
+    executor::{ExecutorKind, Executors, Outcome, WorkerId},
+    outbox::{self, Outbox, Record, Started},
 };
 
-/// Numbers the reports on one assignment: 1 for the first, one more for each new report. The hub
-/// refuses a report whose number is not above the last it applied, so a report replayed or
-/// delayed on the network can never undo a newer one. An agent that restarts starts over, which is
-/// safe: it has lost its workers and never reports on their assignments again.
-#[derive(Debug, Default)]
-struct ReportSeq(u64);
+/// The final report's message for an assignment a previous run of the agent started.
+pub const RESTARTED: &str = "the agent restarted while running it";
 
-impl ReportSeq {
-    /// The number of the next new report (a retry keeps the number of the report it repeats).
-    fn next(&mut self) -> u64 {
-        self.0 += 1;
-        self.0
+/// What workers need beyond the hub: the node's executors and GPUs, and the on-disk state.
+pub(super) struct State {
+    executors: Executors,
+    gpus: Vec<GpuDevice>,
+    outbox: Outbox,
+    started: Started,
+}
+
+impl State {
+    /// Opens (creating, mode 0700) node `node`'s part of the state directory `dir` and returns
+    /// the reports a previous run of the agent left undelivered, in delivery order.
+    ///
+    /// Each node name has its own subdirectory, so agents of different nodes started in the same
+    /// directory with the default `--state-dir` never take each other's reports or assignments
+    /// for their own.
+    pub(super) fn open(
+        dir: &Path,
+        node: &str,
+        executors: &[ExecutorKind],
+        gpus: Vec<GpuDevice>,
+    ) -> anyhow::Result<(Self, Vec<Record>)> {
+        outbox::check_id(node).map_err(|_| {
+            anyhow::anyhow!("node name {node:?} cannot name a directory in the state directory")
+        })?;
+        outbox::create_private_dir(dir)?;
+        let dir = &dir.join(node);
+        outbox::create_private_dir(dir)?;
+        let (outbox, pending) = Outbox::open(&dir.join("outbox"))?;
+        let started = Started::open(&dir.join("started"))?;
+        let work = dir.join("work");
+        outbox::create_private_dir(&work)?;
+        let state = Self {
+            executors: Executors::new(executors, work),
+            gpus,
+            outbox,
+            started,
+        };
+        Ok((state, pending))
     }
 }
 
@@ -60,6 +102,16 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
         .iter()
         .find(|v| v.name == crds::agent::CHECKPOINT_URI_ENV)
         .map(|v| v.value.as_str());
+    let state = &shared.state;
+    if state.started.started_before(id) {
+        warn!("a previous run of the agent started this assignment; not running it again");
+        state
+            .executors
+            .clean_up_after_restart(id, &WorkerId::of(&assignment))
+            .await;
+        end(&shared, id, Outcome::failed(RESTARTED)).await;
+        return;
+    }
     info!(
         workload = %assignment.workload.capability(),
         gpus = assignment.gpus.len(),
@@ -67,26 +119,51 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
         resume_from = resume_from.unwrap_or("-"),
         "starting"
     );
+    // Recorded before anything of the work starts: a restart must find it.
+    let running_seq = match state
+        .started
+        .record(id, WorkerId::of(&assignment))
+        .and_then(|()| state.started.next_seq(id))
+    {
+        Ok(seq) => seq,
+        Err(e) => {
+            error!(error = %e, "cannot record the assignment in the state directory; not running it");
+            let outcome = Outcome::failed(format!(
+                "the node agent cannot record the assignment in its state directory: {e:#}"
+            ));
+            shared.held.set_state(id, outcome.state);
+            // Nothing was reported on it before (it was never recorded), so 1 is its first number.
+            report_final(&shared, id, &outcome.to_report(1)).await;
+            shared.held.release(id);
+            return;
+        }
+    };
     shared.held.set_state(id, WorkerState::Running);
 
     // The Running report goes first, so the hub's start time (what usage is metered from) is never
     // later than the work's; one attempt only, as heartbeats carry the state should it fail. A hub
     // that answers that the assignment is over or unknown gets no work done at all.
-    let mut seq = ReportSeq::default();
     let running = StatusReport {
-        seq: seq.next(),
+        seq: running_seq,
         state: WorkerState::Running,
         exit_code: None,
         message: None,
+        result: None,
     };
     if let Delivery::AlreadyFinal | Delivery::Dropped = deliver(&shared, id, &running).await {
         info!("the hub no longer wants this assignment; dropped");
-        shared.held.release(id);
+        forget(&shared, id);
         return;
     }
-    let outcome = executor::run_builtin(&assignment, &stop).await;
-
+    let outcome = state.executors.run(&assignment, &state.gpus, &stop).await;
     let outcome = explain_stop(outcome, &shared.stopping);
+    end(&shared, id, outcome).await;
+}
+
+/// Reports how `id` ended: written to the outbox, then delivered until acknowledged. Once the
+/// hub has it, the assignment is forgotten; a report still undelivered at shutdown stays in the
+/// outbox, and so does the assignment's started record.
+async fn end(shared: &Shared, id: &str, outcome: Outcome) {
     shared.held.set_state(id, outcome.state);
     match outcome.state {
         WorkerState::Succeeded => info!("succeeded"),
@@ -94,7 +171,123 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
             info!(state = ?outcome.state, message = outcome.message.as_deref().unwrap_or(""), "ended")
         }
     }
-    report_final(&shared, id, &outcome.to_report(seq.next())).await;
+    let state = &shared.state;
+    let stored = state.started.next_seq(id).and_then(|seq| {
+        let report = outcome.to_report(seq);
+        Ok((state.outbox.push(id, seq, outbox::STATUS, &report)?, report))
+    });
+    match stored {
+        Ok((record, report)) => {
+            if report_final(shared, id, &report).await {
+                remove(shared, &record);
+                forget(shared, id);
+            }
+        }
+        Err(e) => {
+            // The report still goes out, only without surviving a restart; numbered above any
+            // report this agent makes on an assignment, so the hub does not take it for a replay.
+            error!(error = %e, "cannot write the final report to the outbox; sending it without");
+            let report = outcome.to_report(u64::from(u32::MAX));
+            if report_final(shared, id, &report).await {
+                forget(shared, id);
+            }
+        }
+    }
+}
+
+/// Delivers the reports a previous run of the agent left in the outbox, each assignment's in
+/// order, in the background; their assignments are held meanwhile (in the state of their last
+/// report), so the long-poll does not start them and heartbeats carry their state.
+///
+/// First, every assignment the previous run started and did not see end gets its final report:
+/// `Failed` ([`RESTARTED`]), after what is left of its worker is killed. Its work is lost with the
+/// agent, and the hub learns at once rather than from a heartbeat that leaves it out.
+pub(super) async fn redeliver(shared: &Arc<Shared>, mut records: Vec<Record>) {
+    let state = &shared.state;
+    for (id, worker) in state.started.previous() {
+        if records.iter().any(|r| r.assignment == id) {
+            // It ended before the restart; its final report is in the outbox.
+            continue;
+        }
+        warn!(assignment = %id, job = %worker.job, "the agent restarted while running this assignment; reporting it failed");
+        state.executors.clean_up_after_restart(&id, &worker).await;
+        let outcome = Outcome::failed(RESTARTED);
+        let stored = state.started.next_seq(&id).and_then(|seq| {
+            state
+                .outbox
+                .push(&id, seq, outbox::STATUS, &outcome.to_report(seq))
+        });
+        match stored {
+            Ok(record) => records.push(record),
+            // Reported when the hub sends the assignment again (`run`), or failed by the hub
+            // when heartbeats leave it out.
+            Err(e) => {
+                error!(assignment = %id, error = %e, "cannot write the restart's report to the outbox")
+            }
+        }
+    }
+    let mut by_assignment: Vec<(String, Vec<Record>)> = Vec::new();
+    for record in records {
+        match by_assignment
+            .iter_mut()
+            .find(|(id, _)| *id == record.assignment)
+        {
+            Some((_, list)) => list.push(record),
+            None => by_assignment.push((record.assignment.clone(), vec![record])),
+        }
+    }
+    for (id, records) in by_assignment {
+        if !shared.held.claim(&id, shared.stopping.child_token()) {
+            continue;
+        }
+        let last_state = records
+            .last()
+            .and_then(|r| serde_json::from_value::<StatusReport>(r.body.clone()).ok())
+            .map(|r| r.state);
+        if let Some(state) = last_state {
+            shared.held.set_state(&id, state);
+        }
+        info!(assignment = %id, reports = records.len(), "delivering reports kept from before a restart");
+        let shared = Arc::clone(shared);
+        let span = info_span!("assignment", id = %id);
+        tokio::spawn(redeliver_one(shared, id, records).instrument(span));
+    }
+}
+
+/// Delivers one assignment's kept reports in order, then lets go of the assignment.
+async fn redeliver_one(shared: Arc<Shared>, id: String, records: Vec<Record>) {
+    for record in &records {
+        let parsed = serde_json::from_value::<StatusReport>(record.body.clone());
+        let report = match (record.kind.as_str(), parsed) {
+            (outbox::STATUS, Ok(report)) => report,
+            (kind, parsed) => {
+                error!(kind, number = record.number, error = ?parsed.err(), "an outbox record this agent cannot send; dropped");
+                remove(&shared, record);
+                continue;
+            }
+        };
+        if !report_final(&shared, &id, &report).await {
+            // Shutting down: the rest stays on disk for the next start.
+            return;
+        }
+        remove(&shared, record);
+    }
+    forget(&shared, &id);
+}
+
+/// Removes an acknowledged record from the outbox.
+fn remove(shared: &Shared, record: &Record) {
+    if let Err(e) = shared.state.outbox.remove(record) {
+        // Delivered again at the next start, which the hub answers `409`: harmless.
+        warn!(error = %e, "cannot remove a delivered report from the outbox");
+    }
+}
+
+/// Lets go of an assignment that is over for the hub.
+fn forget(shared: &Shared, id: &str) {
+    if let Err(e) = shared.state.started.finish(id) {
+        warn!(error = %e, "cannot remove the assignment's started record");
+    }
     shared.held.release(id);
 }
 
@@ -110,9 +303,9 @@ fn explain_stop(outcome: Outcome, stopping: &CancellationToken) -> Outcome {
     }
 }
 
-/// Delivers a final report: retried until acknowledged, except that once the agent is shutting down
-/// one more attempt is all it gets.
-async fn report_final(shared: &Shared, id: &str, report: &StatusReport) {
+/// Delivers a final report: retried until acknowledged (true), except that once the agent is
+/// shutting down one more attempt is all it gets (false when that fails too).
+async fn report_final(shared: &Shared, id: &str, report: &StatusReport) -> bool {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut streak = FailureStreak::default();
     let mut last_attempt = shared.stopping.is_cancelled();
@@ -122,11 +315,11 @@ async fn report_final(shared: &Shared, id: &str, report: &StatusReport) {
                 if let Some(failures) = streak.succeed() {
                     info!(failures, "final report delivered after retries");
                 }
-                return;
+                return true;
             }
             Delivery::Retry(e) if last_attempt => {
-                warn!(error = %e, state = ?report.state, "shutting down; the final report was not delivered");
-                return;
+                warn!(error = %e, state = ?report.state, "shutting down; the final report was not delivered (kept for the next start)");
+                return false;
             }
             Delivery::Retry(e) => {
                 if streak.fail() {
@@ -178,12 +371,6 @@ fn sort(result: Result<(), ClientError>, report: &StatusReport) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reports_are_numbered_from_one() {
-        let mut seq = ReportSeq::default();
-        assert_eq!([seq.next(), seq.next(), seq.next()], [1, 2, 3]);
-    }
 
     #[test]
     fn a_stale_report_is_acknowledged_and_never_retried() {
