@@ -232,6 +232,28 @@ impl Device {
     }
 }
 
+impl Device {
+    /// The benchmark's seeded n×n inputs A and B on the device, and a zeroed C for the product.
+    fn seeded_operands(&self, n: usize) -> Result<(Matrix, Matrix, Matrix), WorkloadError> {
+        let a = self
+            .stream
+            .clone_htod(&seeded_matrix(n, 0, 0xA))
+            .map_err(cuda_err("copying A"))?;
+        let b = self
+            .stream
+            .clone_htod(&seeded_matrix(n, 0, 0xB))
+            .map_err(cuda_err("copying B"))?;
+        let c = self
+            .stream
+            .alloc_zeros::<f32>(n * n)
+            .map_err(cuda_err("allocating C"))?;
+        Ok((a, b, c))
+    }
+}
+
+/// An n×n FP32 matrix in device memory.
+type Matrix = cudarc::driver::CudaSlice<f32>;
+
 /// The FP32 GEMM on device `ordinal` for the benchmark's seeded inputs: one untimed warm-up,
 /// then `iterations` timed products, each synchronised (so cancel is seen between them).
 pub fn sgemm_benchmark(
@@ -247,18 +269,7 @@ pub fn sgemm_benchmark(
     }
     let device = Device::open(ordinal)?;
     let n = size as usize;
-    let a = device
-        .stream
-        .clone_htod(&seeded_matrix(n, 0, 0xA))
-        .map_err(cuda_err("copying A"))?;
-    let b = device
-        .stream
-        .clone_htod(&seeded_matrix(n, 0, 0xB))
-        .map_err(cuda_err("copying B"))?;
-    let mut c = device
-        .stream
-        .alloc_zeros::<f32>(n * n)
-        .map_err(cuda_err("allocating C"))?;
+    let (a, b, mut c) = device.seeded_operands(n)?;
     device.launch_sgemm(n, &a, &b, &mut c)?;
     device.stream.synchronize().map_err(cuda_err("warm-up"))?;
     let start = Instant::now();
@@ -277,18 +288,7 @@ pub fn sgemm_benchmark(
 /// The FP32 GEMM's output for the seeded n×n inputs, to compare with the CPU reference.
 pub fn sgemm_product(ordinal: usize, n: usize) -> Result<Vec<f32>, WorkloadError> {
     let device = Device::open(ordinal)?;
-    let a = device
-        .stream
-        .clone_htod(&seeded_matrix(n, 0, 0xA))
-        .map_err(cuda_err("copying A"))?;
-    let b = device
-        .stream
-        .clone_htod(&seeded_matrix(n, 0, 0xB))
-        .map_err(cuda_err("copying B"))?;
-    let mut c = device
-        .stream
-        .alloc_zeros::<f32>(n * n)
-        .map_err(cuda_err("allocating C"))?;
+    let (a, b, mut c) = device.seeded_operands(n)?;
     device.launch_sgemm(n, &a, &b, &mut c)?;
     device
         .stream
