@@ -121,6 +121,9 @@ pub struct ServerArgs {
         value_parser = clap::value_parser!(u32).range(0..=64)
     )]
     pub probe_targets: u32,
+    /// The network this hub settles on; agents sign their usage receipts for it.
+    #[arg(long, env = "AGORA_NETWORK", default_value = crds::agent::DEFAULT_NETWORK)]
+    pub network: String,
     /// This replica's name in the leader lease (the pod name, say); unique among running replicas.
     /// Default: host name, process id and a random suffix.
     #[arg(long, env = "AGORA_REPLICA_NAME")]
@@ -201,8 +204,9 @@ pub struct AgentArgs {
     #[arg(long)]
     pub allow_plain_http: bool,
     /// Executors to run work with, repeatable (`--executor process --executor builtin`):
-    /// `builtin` (the builtin workloads) or `process` (the workload's command as a child process:
-    /// for TRUSTED workloads only, it runs as the agent's user, unisolated). See docs/workers.md.
+    /// `builtin` (the builtin workloads), `process` (the workload's command as a child process:
+    /// for TRUSTED workloads only, it runs as the agent's user, unisolated) or `kubernetes` (the
+    /// workload's image as an isolated Pod in the cluster the agent runs in). See docs/workers.md.
     #[arg(
         long = "executor",
         env = "AGORA_EXECUTORS",
@@ -210,6 +214,18 @@ pub struct AgentArgs {
         default_value = "builtin"
     )]
     pub executors: Vec<gpu_runtime::executor::ExecutorKind>,
+    /// The kubernetes executor's RuntimeClass for job Pods (`gvisor`, `kata`): a sandbox for
+    /// strangers' code. Default: the cluster's default runtime.
+    #[arg(long, env = "AGORA_JOB_RUNTIME_CLASS", value_name = "NAME")]
+    pub job_runtime_class: Option<String>,
+    /// The kubernetes executor's CPU limit per worker Pod (a Kubernetes quantity: `8`, `7500m`).
+    #[arg(long, env = "AGORA_JOB_CPU", default_value = "8",
+          value_parser = gpu_runtime::executor::kubernetes::parse_quantity)]
+    pub job_cpu: String,
+    /// The kubernetes executor's memory limit per worker Pod (a Kubernetes quantity: `32Gi`).
+    #[arg(long, env = "AGORA_JOB_MEMORY", default_value = "32Gi",
+          value_parser = gpu_runtime::executor::kubernetes::parse_quantity)]
+    pub job_memory: String,
     /// Where the agent keeps what must survive its restart (undelivered reports, started
     /// assignments, workers' directories); created with mode 0700.
     #[arg(long, env = "AGORA_STATE_DIR", default_value = "./agora-agent-state")]
@@ -229,6 +245,15 @@ pub struct AgentArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub bandwidth_interval_seconds: u64,
+    /// How often a running worker's signed usage receipt is sent, in seconds; one more goes when
+    /// it ends.
+    #[arg(
+        long,
+        env = "AGORA_RECEIPT_INTERVAL_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub receipt_interval_seconds: u64,
     /// Bytes each direction of a bandwidth probe moves (at most 16 MiB); 0 turns them off.
     #[arg(
         long,
@@ -313,6 +338,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         lease_renew: Duration::from_secs(args.lease_renew_seconds),
         lease_holder: args.replica_name.clone(),
         probe_targets: args.probe_targets,
+        network: args.network.clone(),
         rate_limits,
         ..api::HubSettings::default()
     };
@@ -357,6 +383,22 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         None => gpu_runtime::client::HubTrust::default(),
     };
     trust.allow_plain_http = args.allow_plain_http;
+    // The cluster client only where the owner enabled the kubernetes executor: elsewhere the agent
+    // needs no cluster, and one outside a cluster stops here with a clear error.
+    let kubernetes = if args
+        .executors
+        .contains(&gpu_runtime::executor::ExecutorKind::Kubernetes)
+    {
+        let options = gpu_runtime::executor::kubernetes::PodOptions {
+            runtime_class: args.job_runtime_class.clone(),
+            cpu: args.job_cpu.clone(),
+            memory: args.job_memory.clone(),
+            ..Default::default()
+        };
+        Some(gpu_runtime::executor::kubernetes::Executor::connect(options).await?)
+    } else {
+        None
+    };
     let config = gpu_runtime::agent::AgentConfig {
         hub_url: args.hub,
         name,
@@ -364,6 +406,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         price_per_gpu_hour: args.price,
         gpus: monitor.devices(),
         capabilities: gpu_runtime::executor::capabilities(&args.executors),
+        kubernetes,
         executors: args.executors,
         state_dir: args.state_dir,
         simulated: monitor.simulated(),
@@ -377,6 +420,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             bandwidth_bytes: args.bandwidth_probe_bytes,
         },
         telemetry: Some(monitor),
+        receipt_interval: Duration::from_secs(args.receipt_interval_seconds),
     };
     gpu_runtime::agent::run(config, shutdown_signal()).await
 }

@@ -93,6 +93,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             gpus: gpu_runtime::inventory::simulated(gpus, &name)?,
             capabilities: gpu_runtime::executor::simulated_capabilities(),
             executors: vec![gpu_runtime::executor::ExecutorKind::Builtin],
+            kubernetes: None,
             // Kept with the database, like the keys: a restarted `agora dev` delivers what its
             // agents had not (each agent keeps its own subdirectory, by node name).
             state_dir: data_dir.join("agents"),
@@ -108,6 +109,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             probes: gpu_runtime::probes::ProbeConfig::default(),
             // Simulated telemetry is for `agora agent --simulate-gpus`; dev agents only offer GPUs.
             telemetry: None,
+            receipt_interval: Duration::from_secs(60),
         };
         fleet_lines.push(format!(
             "  {name:<10} {region:<13} {gpus:<13} {price}/GPU-hour (simulated GPUs)"

@@ -407,6 +407,42 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
+        method: "post",
+        path: "/v1/agent/assignments/{id}/receipts",
+        id: "reportReceipt",
+        summary: "Agent: send a signed, cumulative usage receipt for an assignment; the hub keeps the latest per assignment for settlement",
+        auth: Auth::NodeToken,
+        query: &[],
+        request: Some(schema::<agent::ReceiptReport>),
+        responses: &[
+            (
+                204,
+                "Stored as the assignment's latest receipt, or an exact replay of it",
+                None,
+            ),
+            (
+                401,
+                "The signature is not the node's registered key's over the receipt (invalid_signature)",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                404,
+                "No such assignment on this node",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                409,
+                "The receipt states another node, job, assignment, network, price or GPU count than the hub agreed (receipt_mismatch, naming the field), or its sequence is not above the stored receipt's (stale_receipt)",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                422,
+                "The window starts before the assignment was placed or ends after now or after it finished (beyond 30 s of clock skew), or the GPU time does not fit in it",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
         method: "get",
         path: "/v1/agent/bandwidth",
         id: "downloadBandwidthProbe",

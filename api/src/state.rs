@@ -50,6 +50,9 @@ pub struct HubSettings {
     /// probing off. More targets fill the network model faster at the cost of more probe traffic
     /// per node and more measurement rows to write (see `crate::network`).
     pub probe_targets: u32,
+    /// The network this hub settles on: agents sign their usage receipts for it, and a receipt
+    /// for another network is refused, so one network's receipts cannot be paid on another.
+    pub network: String,
 }
 
 impl Default for HubSettings {
@@ -67,6 +70,7 @@ impl Default for HubSettings {
             lease_renew: Duration::from_secs(2),
             lease_holder: None,
             probe_targets: 4,
+            network: crds::agent::DEFAULT_NETWORK.to_string(),
         }
     }
 }

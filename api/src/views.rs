@@ -142,6 +142,8 @@ pub fn job(row: &JobRow, assignments: &[AssignmentRow], regions: &HashMap<String
                 })
             })
             .collect(),
+        // Filled in by the route, which reads them from the store.
+        receipts: Vec::new(),
     }
 }
 

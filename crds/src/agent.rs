@@ -143,6 +143,18 @@ pub struct RegisterResponse {
     pub token: String,
     /// How often to send heartbeats.
     pub heartbeat_interval_seconds: u32,
+    /// The network this hub settles on (e.g. `agora-devnet-1`): the agent signs its usage
+    /// receipts for it, so a receipt cannot be replayed on another network. Absent from a hub older
+    /// than receipts, which reads as [`DEFAULT_NETWORK`].
+    #[serde(default = "default_network")]
+    pub network: String,
+}
+
+/// The network a hub settles on unless configured otherwise (`agora server --network`).
+pub const DEFAULT_NETWORK: &str = "agora-devnet-1";
+
+fn default_network() -> String {
+    DEFAULT_NETWORK.to_string()
 }
 
 /// `POST /v1/agent/heartbeat`.
@@ -359,6 +371,92 @@ pub struct Assignment {
     /// rendezvous with the others (`AGORA_PEERS`). Empty from a hub older than this field.
     #[serde(default)]
     pub peers: Vec<Peer>,
+    /// The price per GPU-hour the assignment was placed at: what the node's usage receipts state.
+    /// Absent from a hub older than receipts; the agent then sends no receipts for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_gpu_hour: Option<Price>,
+}
+
+/// `POST /v1/agent/assignments/{id}/receipts`: a node's signed, cumulative usage receipt for one
+/// assignment (docs/settlement.md). The fields are those of the canonical receipt the signature
+/// covers; the hub rebuilds the canonical bytes from them to verify it. Integers are JSON numbers:
+/// every value a receipt holds (Unix milliseconds, GPU-milliseconds, micro-units per GPU-hour) is
+/// far below 2^53, so no JSON reader rounds them, and the hub refuses larger ones.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiptReport {
+    /// The receipt, field by field.
+    pub receipt: UsageReceipt,
+    /// The node key's ECDSA (SHA-256, low `s`) signature of the canonical encoding, `r ‖ s` as
+    /// lowercase hex.
+    #[schemars(length(equal = 128), regex(pattern = r"^[0-9a-f]{128}$"))]
+    pub signature: String,
+}
+
+/// The fields of a usage receipt (see `settlement::Receipt`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageReceipt {
+    /// The network the receipt is for (the hub's, from `register`).
+    #[schemars(length(min = 1, max = 255))]
+    pub network: String,
+    /// The node's name.
+    #[schemars(length(min = 1, max = 255))]
+    pub node: String,
+    /// The job.
+    #[schemars(length(min = 1, max = 255))]
+    pub job: String,
+    /// The assignment; the same as the path's.
+    #[schemars(length(min = 1, max = 255))]
+    pub assignment: String,
+    /// Grows with every receipt of the assignment; the highest wins.
+    pub sequence: u64,
+    /// The assignment's price per GPU-hour, in micro-units.
+    pub price_micros_per_gpu_hour: u64,
+    /// GPUs the assignment holds.
+    pub gpus: u32,
+    /// When the worker started (Unix ms).
+    pub started_at_ms: u64,
+    /// The end of the window the receipt covers (Unix ms).
+    pub until_ms: u64,
+    /// GPU time from `startedAtMs` to `untilMs`, in GPU-milliseconds.
+    pub gpu_millis: u64,
+}
+
+/// The wire fields carry exactly the settlement receipt's, so the two convert both ways without
+/// loss; the canonical bytes (what is signed) are always built from the settlement type.
+impl From<&UsageReceipt> for settlement::receipt::Receipt {
+    fn from(wire: &UsageReceipt) -> Self {
+        Self {
+            network: wire.network.clone(),
+            node: wire.node.clone(),
+            job: wire.job.clone(),
+            assignment: wire.assignment.clone(),
+            sequence: wire.sequence,
+            price_micros_per_gpu_hour: wire.price_micros_per_gpu_hour,
+            gpus: wire.gpus,
+            started_at_ms: wire.started_at_ms,
+            until_ms: wire.until_ms,
+            gpu_millis: wire.gpu_millis,
+        }
+    }
+}
+
+impl From<&settlement::receipt::Receipt> for UsageReceipt {
+    fn from(receipt: &settlement::receipt::Receipt) -> Self {
+        Self {
+            network: receipt.network.clone(),
+            node: receipt.node.clone(),
+            job: receipt.job.clone(),
+            assignment: receipt.assignment.clone(),
+            sequence: receipt.sequence,
+            price_micros_per_gpu_hour: receipt.price_micros_per_gpu_hour,
+            gpus: receipt.gpus,
+            started_at_ms: receipt.started_at_ms,
+            until_ms: receipt.until_ms,
+            gpu_millis: receipt.gpu_millis,
+        }
+    }
 }
 
 /// One worker of a job attempt, as its peers see it.

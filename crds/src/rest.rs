@@ -24,6 +24,26 @@ pub struct Job {
     /// reported one. Not part of the `ComputeJob` status: commitments are too large for it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<WorkerResult>,
+    /// The latest signed usage receipt of each of the job's assignments (every attempt's), as the
+    /// hub keeps them for settlement; only assignments that sent one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receipts: Vec<WorkerReceipt>,
+}
+
+/// The latest usage receipt of one assignment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerReceipt {
+    /// The assignment (`asg-…`).
+    pub assignment: String,
+    /// The receipt's sequence: grows with every receipt of the assignment.
+    pub sequence: u64,
+    /// GPU time from the worker's start to `untilMs`, in GPU-milliseconds.
+    pub gpu_millis: u64,
+    /// What that GPU time is worth at the assignment's price, in micro-units.
+    pub amount_micros: u64,
+    /// The end of the receipt's window (Unix ms).
+    pub until_ms: u64,
 }
 
 /// One worker's result.

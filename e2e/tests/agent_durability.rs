@@ -2,6 +2,8 @@
 //! the hub killed while a job finishes (the agent keeps the final report on disk, even across its
 //! own crash meanwhile, and delivers it once the hub is back), and an agent killed mid-job and restarted on the same state directory
 //! (the job is never run twice: the old attempt is reported failed and retried on another node).
+//! Usage receipts ride along: a running worker's grow at the hub, and the final one waits on disk
+//! with the final report while the hub is away.
 //!
 //! Jobs wait on gate files the test creates, not on clocks, so nothing depends on timing; every
 //! wait is a poll with a deadline.
@@ -35,14 +37,21 @@ const RESTARTED: &str = "the agent restarted while running it";
 /// Starts `agora agent` with the process executor (and builtin) and its own state directory
 /// `<dir>/<name>-state`, keeping key and state across restarts under the same name.
 fn process_agent(hub: &ServerHub, dir: &Path, name: &str) -> Process {
+    process_agent_with(hub, dir, name, &[])
+}
+
+/// [`process_agent`] with `extra` arguments.
+fn process_agent_with(hub: &ServerHub, dir: &Path, name: &str, extra: &[&str]) -> Process {
     let key = dir.join(format!("{name}.key"));
+    let key = key.to_string_lossy();
     let state = state_dir(dir, name);
-    let cmd = agora_command(&[
+    let state = state.to_string_lossy();
+    let mut args = vec![
         "agent",
         "--hub",
         &hub.url,
         "--key",
-        &key.to_string_lossy(),
+        &key,
         "--name",
         name,
         "--region",
@@ -56,8 +65,10 @@ fn process_agent(hub: &ServerHub, dir: &Path, name: &str) -> Process {
         "--executor",
         "builtin",
         "--state-dir",
-        &state.to_string_lossy(),
-    ]);
+        &state,
+    ];
+    args.extend_from_slice(extra);
+    let cmd = agora_command(&args);
     Process::spawn(name, dir, cmd)
 }
 
@@ -150,6 +161,66 @@ fn outbox(dir: &Path, name: &str) -> Vec<Value> {
 }
 
 // ------------------------------------------------------------------------------------------------
+// 0. Usage receipts while a job runs.
+// ------------------------------------------------------------------------------------------------
+
+/// The hub's view of the job's one assignment's latest receipt, once it has one with a `sequence`
+/// of at least `at_least`.
+fn receipt_at_least(api: &Api, id: &str, at_least: u64, agent: &Process) -> Value {
+    poll_until(
+        &format!("a receipt numbered {at_least} or more"),
+        STEP_TIMEOUT,
+        || {
+            let job = api.job(id)?;
+            match job["receipts"].as_array().map(Vec::as_slice) {
+                Some([receipt]) if receipt["sequence"].as_u64() >= Some(at_least) => {
+                    Ok(receipt.clone())
+                }
+                _ => Err(format!("{job:#}\n{}", agent.log_tail())),
+            }
+        },
+    )
+}
+
+#[test]
+fn a_running_worker_sends_growing_receipts_and_a_final_one() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(db) = TestDatabase::fresh(Backend::Sqlite, dir.path()) else {
+        return;
+    };
+    let mut hub = ServerHub::start(dir.path(), &db.url, ServerOptions::default());
+    let api = hub.api();
+    let name = "gn-metered";
+    let agent = process_agent_with(&hub, dir.path(), name, &["--receipt-interval-seconds", "1"]);
+    wait_ready(&api, &[name]);
+    let gate = dir.path().join("gate");
+    let script = format!("while [ ! -e {} ]; do sleep 0.1; done", gate.display());
+    let id = job_id(&api.submit(&shell_job("metered", &script, 1)));
+    api.wait_for_phase(&id, "Running", STEP_TIMEOUT);
+
+    // While it runs, receipts keep coming, each covering more GPU time than the one before.
+    let first = receipt_at_least(&api, &id, 2, &agent);
+    let next_sequence = first["sequence"].as_u64().unwrap() + 2;
+    let later = receipt_at_least(&api, &id, next_sequence, &agent);
+    assert!(
+        later["gpuMillis"].as_u64() > first["gpuMillis"].as_u64(),
+        "cumulative: {first:#} then {later:#}"
+    );
+    assert!(later["amountMicros"].as_u64() >= first["amountMicros"].as_u64());
+
+    // The worker ends: its final receipt arrives before the job is Succeeded.
+    fs::write(&gate, "").expect("opening the gate");
+    let done = api.wait_for_phase(&id, "Succeeded", STEP_TIMEOUT);
+    let last = &done["receipts"][0];
+    assert!(
+        last["sequence"].as_u64() > later["sequence"].as_u64()
+            && last["gpuMillis"].as_u64() >= later["gpuMillis"].as_u64(),
+        "the final receipt supersedes the running ones: {done:#}"
+    );
+    hub.kill();
+}
+
+// ------------------------------------------------------------------------------------------------
 // 1. The hub goes away while a job finishes.
 // ------------------------------------------------------------------------------------------------
 
@@ -181,19 +252,36 @@ fn a_final_report_outlives_the_hubs_absence(backend: Backend) {
     api.wait_for_phase(&id, "Running", STEP_TIMEOUT);
     wait_for_file(&env_file, "the job to write its environment", &[&agent]);
 
-    // The hub goes away, and the job finishes meanwhile: its report must wait on disk.
+    // The hub goes away, and the job finishes meanwhile: its final usage receipt and its report
+    // must wait on disk, in that order.
     hub.kill();
     fs::write(&gate, "").expect("opening the gate");
-    let kept = poll_until(
-        "the agent to keep the final report in its outbox",
+    let (receipt, kept) = poll_until(
+        "the agent to keep the final receipt and report in its outbox",
         STEP_TIMEOUT,
         || match outbox(dir.path(), name).as_slice() {
-            [record] if record["body"]["state"] == "Succeeded" => Ok(record.clone()),
+            [receipt, record] if record["body"]["state"] == "Succeeded" => {
+                Ok((receipt.clone(), record.clone()))
+            }
             other => Err(format!("{other:#?}\n{}", agent.log_tail())),
         },
     );
+    assert_eq!(receipt["kind"], "receipt", "{receipt:#}");
+    assert_eq!(receipt["seq"], 2, "Running was report 1: {receipt:#}");
+    let claimed = &receipt["body"]["receipt"];
+    assert_eq!(claimed["node"], name, "{receipt:#}");
+    assert_eq!(claimed["job"], id.as_str(), "{receipt:#}");
+    assert_eq!(
+        claimed["priceMicrosPerGpuHour"], 1_000_000,
+        "the agreed 1.00: {receipt:#}"
+    );
+    assert_eq!(claimed["gpus"], 1, "{receipt:#}");
+    assert!(
+        claimed["gpuMillis"].as_u64().is_some_and(|ms| ms > 0),
+        "{receipt:#}"
+    );
     assert_eq!(kept["kind"], "status", "{kept:#}");
-    assert_eq!(kept["seq"], 2, "Running was report 1: {kept:#}");
+    assert_eq!(kept["seq"], 3, "numbered after the receipt: {kept:#}");
     assert_eq!(kept["body"]["exitCode"], 0, "{kept:#}");
     // The agent itself crashes and comes back while the hub is still away: the report is on disk,
     // not in the dead process.
@@ -202,8 +290,8 @@ fn a_final_report_outlives_the_hubs_absence(backend: Backend) {
     std::thread::sleep(HUB_AWAY);
     assert_eq!(
         outbox(dir.path(), name),
-        std::slice::from_ref(&kept),
-        "the report stays while the hub is away\n{}",
+        [receipt.clone(), kept.clone()],
+        "the receipt and report stay while the hub is away\n{}",
         agent.log_tail()
     );
 
@@ -230,6 +318,15 @@ fn a_final_report_outlives_the_hubs_absence(backend: Backend) {
             [] => Ok(()),
             other => Err(format!("{other:#?}")),
         },
+    );
+    // The hub kept the signed receipt and shows it on the job.
+    let job = api.job(&id).expect("the job");
+    let shown = &job["receipts"][0];
+    assert_eq!(shown["sequence"], 2, "{job:#}");
+    assert_eq!(shown["gpuMillis"], claimed["gpuMillis"], "{job:#}");
+    assert!(
+        shown["amountMicros"].as_u64().is_some_and(|m| m > 0),
+        "{job:#}"
     );
 
     // What the worker saw: the documented environment, the hub's and agent's values winning.

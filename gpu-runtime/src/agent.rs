@@ -7,6 +7,7 @@
 //! heartbeats carry every held assignment's state). See [`run`].
 
 mod held;
+mod metering;
 mod session;
 mod worker;
 
@@ -62,6 +63,9 @@ pub struct AgentConfig {
     /// The executors the owner enabled (`--executor`); `capabilities` should be what they offer
     /// ([`crate::executor::capabilities`]).
     pub executors: Vec<crate::executor::ExecutorKind>,
+    /// The kubernetes executor's cluster client and Pod options, when `executors` has
+    /// [`crate::executor::ExecutorKind::Kubernetes`].
+    pub kubernetes: Option<crate::executor::kubernetes::Executor>,
     /// Where the agent keeps what must survive its restart (`--state-dir`): undelivered reports,
     /// started assignments, workers' directories.
     pub state_dir: std::path::PathBuf,
@@ -74,6 +78,10 @@ pub struct AgentConfig {
     /// The GPUs' telemetry and health, sampled in the background: heartbeats carry its latest
     /// readings and the inventory when a GPU's health changed. `None`: no telemetry.
     pub telemetry: Option<Arc<crate::gpus::Monitor>>,
+    /// How often a running worker's usage receipt is sent (`--receipt-interval-seconds`); one
+    /// more goes when it ends. Shorter loses less unpaid time should the node vanish, at a small
+    /// request per worker per interval.
+    pub receipt_interval: Duration,
 }
 
 impl AgentConfig {
@@ -107,6 +115,8 @@ struct Shared {
     /// Network measurements waiting for the next heartbeat, and the peers to probe.
     network: Network,
     telemetry: Option<Arc<crate::gpus::Monitor>>,
+    /// How often a running worker's usage receipt is sent.
+    receipt_interval: Duration,
 }
 
 /// Runs the node agent until `shutdown` completes, then stops every worker, tries once to report
@@ -134,6 +144,7 @@ async fn run_node(
         &config.state_dir,
         &config.name,
         &config.executors,
+        config.kubernetes.clone(),
         config.gpus.clone(),
     )
     .map_err(|e| anyhow::anyhow!("--state-dir {}: {e:#}", config.state_dir.display()))?;
@@ -161,6 +172,7 @@ async fn run_node(
         stopping: stopping.clone(),
         network: Network::new(config.probes.clone()),
         telemetry: config.telemetry.clone(),
+        receipt_interval: config.receipt_interval,
     });
 
     let mut workers = Workers::default();
@@ -378,6 +390,7 @@ mod tests {
             gpus: crate::inventory::simulated("2xL4-24GB", "gn-test").unwrap(),
             capabilities: crate::executor::simulated_capabilities(),
             executors: vec![crate::executor::ExecutorKind::Builtin],
+            kubernetes: None,
             state_dir: std::env::temp_dir()
                 .join(format!("agora-agent-test-{}", std::process::id())),
             simulated: true,
@@ -386,6 +399,7 @@ mod tests {
             trust: HubTrust::default(),
             probes: ProbeConfig::default(),
             telemetry: None,
+            receipt_interval: Duration::from_secs(60),
         }
     }
 

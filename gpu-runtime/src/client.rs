@@ -253,6 +253,24 @@ impl HubClient {
         self.send(builder).await.map(drop)
     }
 
+    /// `POST /v1/agent/assignments/{id}/receipts`: a signed usage receipt. The hub keeps the
+    /// highest sequence; an exact replay answers 204, an older one `409` `stale_receipt`.
+    pub async fn send_receipt(
+        &self,
+        token: &str,
+        assignment: &str,
+        report: &crds::agent::ReceiptReport,
+    ) -> Result<(), ClientError> {
+        let builder = self
+            .request(
+                Method::POST,
+                &["assignments", assignment, "receipts"],
+                Some(token),
+            )
+            .json(report);
+        self.send(builder).await.map(drop)
+    }
+
     /// A request to `/v1/agent/bandwidth` (`?bytes=N` when given) for [`crate::probes`], which
     /// streams its bodies itself (a probe's download is larger than any protocol answer this
     /// client reads).

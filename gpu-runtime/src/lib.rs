@@ -31,4 +31,5 @@ pub mod identity;
 pub mod inventory;
 pub mod outbox;
 pub mod probes;
+pub mod receipts;
 pub mod workloads;

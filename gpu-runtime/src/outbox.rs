@@ -1,7 +1,7 @@
 //! The agent's on-disk state (`--state-dir`): what must survive the agent's own restart.
 //!
-//! - [`Outbox`]: reports for the hub that must not be lost (final status reports today;
-//!   checkpoint reports and usage receipts are meant to go the same way). Each record is one JSON
+//! - [`Outbox`]: reports for the hub that must not be lost: final status reports and usage
+//!   receipts ([`crate::receipts`]); checkpoint reports are meant to go the same way. Each record is one JSON
 //!   file, written to a temporary name, fsync'd, renamed into place and the directory fsync'd, so a
 //!   crash leaves either the whole record or none. A record is removed once the hub acknowledged it
 //!   (`409 stale_report` counts: the hub has it). Records are numbered in the order they were
@@ -117,7 +117,8 @@ pub struct Record {
     pub assignment: String,
     /// The report's `seq` on its assignment.
     pub seq: u64,
-    /// What the report is, which says where it goes (`status`: a status report).
+    /// What the report is, which says where it goes (`status`: a status report; `receipt`: a
+    /// usage receipt).
     pub kind: String,
     /// The report as the hub takes it.
     pub body: serde_json::Value,

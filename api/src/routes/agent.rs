@@ -40,6 +40,7 @@ use crate::{
 };
 
 mod bandwidth;
+mod receipts;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -50,6 +51,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/agent/assignments/{id}/status", post(status))
         .route("/v1/agent/assignments/{id}/checkpoint", post(checkpoint))
         .route("/v1/agent/bandwidth", bandwidth::routes())
+        .route(
+            "/v1/agent/assignments/{id}/receipts",
+            post(receipts::receipt),
+        )
         .route_layer(axum::middleware::from_fn(check_protocol_version))
 }
 
@@ -143,6 +148,7 @@ async fn register(
         node: node.name,
         token,
         heartbeat_interval_seconds: state.settings.heartbeat_interval.as_secs().max(1) as u32,
+        network: state.settings.network.clone(),
     }))
 }
 
@@ -347,6 +353,7 @@ async fn to_wire(
             max_runtime_seconds: job.spec.max_runtime.map(|d| Duration::from(d).as_secs()),
             env: attempt_env(row.attempt, row.resume_checkpoint),
             peers: peers[&attempt_key].clone(),
+            price_per_gpu_hour: Some(crds::money::Price::from_micros(row.price_micros)),
         });
     }
     Ok(items)

@@ -204,7 +204,21 @@ async fn job_view(state: &AppState, row: &JobRow) -> ApiResult<Job> {
             regions.insert(a.node_name.clone(), node.region);
         }
     }
-    Ok(views::job(row, &assignments, &regions))
+    let mut job = views::job(row, &assignments, &regions);
+    job.receipts = state
+        .store
+        .job_receipts(&row.id)
+        .await?
+        .into_iter()
+        .map(|r| crds::rest::WorkerReceipt {
+            assignment: r.assignment_id,
+            sequence: r.sequence,
+            gpu_millis: r.gpu_millis,
+            amount_micros: r.amount_micros,
+            until_ms: r.until_ms,
+        })
+        .collect();
+    Ok(job)
 }
 
 /// `limit` and `after` of a list request.

@@ -16,6 +16,7 @@ mod nodes;
 mod placements;
 mod prices;
 pub mod probes;
+pub mod receipts;
 mod rows;
 
 use std::{str::FromStr, time::Duration};

@@ -61,6 +61,9 @@ pub(super) struct Session {
     /// The registration without its proof; every registration signs a fresh challenge into it.
     request: RegisterRequest,
     identity: NodeIdentity,
+    /// The network the hub settles on (from the first registration): usage receipts are signed
+    /// for it.
+    network: String,
     current: Mutex<Auth>,
     /// Serialises re-registrations, so that many calls failing at once register once.
     renewing: tokio::sync::Mutex<()>,
@@ -99,6 +102,7 @@ impl Session {
             client,
             request,
             identity,
+            network: response.network,
             renewing: tokio::sync::Mutex::new(()),
             stopping,
             failed: CancellationToken::new(),
@@ -108,6 +112,21 @@ impl Session {
 
     pub(super) fn client(&self) -> &HubClient {
         &self.client
+    }
+
+    /// The node's key, which signs its usage receipts.
+    pub(super) fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// The node's name.
+    pub(super) fn node(&self) -> &str {
+        &self.request.name
+    }
+
+    /// The network the hub settles on.
+    pub(super) fn network(&self) -> &str {
+        &self.network
     }
 
     /// The current token.

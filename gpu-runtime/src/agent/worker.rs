@@ -57,6 +57,7 @@ impl State {
         dir: &Path,
         node: &str,
         executors: &[ExecutorKind],
+        kubernetes: Option<crate::executor::kubernetes::Executor>,
         gpus: Vec<GpuDevice>,
     ) -> anyhow::Result<(Self, Vec<Record>)> {
         outbox::check_id(node).map_err(|_| {
@@ -70,12 +71,22 @@ impl State {
         let work = dir.join("work");
         outbox::create_private_dir(&work)?;
         let state = Self {
-            executors: Executors::new(executors, work),
+            executors: Executors::new(executors, work).with_kubernetes(kubernetes),
             gpus,
             outbox,
             started,
         };
         Ok((state, pending))
+    }
+
+    /// The assignments started and not yet over for the hub, with their report numbers.
+    pub(super) fn started(&self) -> &Started {
+        &self.started
+    }
+
+    /// The reports and receipts waiting for the hub.
+    pub(super) fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 }
 
@@ -109,7 +120,7 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
             .executors
             .clean_up_after_restart(id, &WorkerId::of(&assignment))
             .await;
-        end(&shared, id, Outcome::failed(RESTARTED)).await;
+        end(&shared, id, Outcome::failed(RESTARTED), Vec::new()).await;
         return;
     }
     info!(
@@ -155,15 +166,17 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
         forget(&shared, id);
         return;
     }
-    let outcome = state.executors.run(&assignment, &state.gpus, &stop).await;
+    let work = state.executors.run(&assignment, &state.gpus, &stop);
+    let (outcome, receipts) = super::metering::metered(&shared, &assignment, work).await;
     let outcome = explain_stop(outcome, &shared.stopping);
-    end(&shared, id, outcome).await;
+    end(&shared, id, outcome, receipts).await;
 }
 
-/// Reports how `id` ended: written to the outbox, then delivered until acknowledged. Once the
-/// hub has it, the assignment is forgotten; a report still undelivered at shutdown stays in the
-/// outbox, and so does the assignment's started record.
-async fn end(shared: &Shared, id: &str, outcome: Outcome) {
+/// Reports how `id` ended: written to the outbox, then delivered until acknowledged, after the
+/// worker's final usage `receipts` (already in the outbox). Once the hub has it, the assignment is
+/// forgotten; a report still undelivered at shutdown stays in the outbox, and so does the
+/// assignment's started record.
+async fn end(shared: &Shared, id: &str, outcome: Outcome, receipts: Vec<Record>) {
     shared.held.set_state(id, outcome.state);
     match outcome.state {
         WorkerState::Succeeded => info!("succeeded"),
@@ -178,6 +191,10 @@ async fn end(shared: &Shared, id: &str, outcome: Outcome) {
     });
     match stored {
         Ok((record, report)) => {
+            if !super::metering::deliver_pending(shared, receipts).await {
+                // Shutting down: both stay in the outbox for the next start.
+                return;
+            }
             if report_final(shared, id, &report).await {
                 remove(shared, &record);
                 forget(shared, id);
@@ -188,6 +205,7 @@ async fn end(shared: &Shared, id: &str, outcome: Outcome) {
             // report this agent makes on an assignment, so the hub does not take it for a replay.
             error!(error = %e, "cannot write the final report to the outbox; sending it without");
             let report = outcome.to_report(u64::from(u32::MAX));
+            super::metering::deliver_pending(shared, receipts).await;
             if report_final(shared, id, &report).await {
                 forget(shared, id);
             }
@@ -205,7 +223,10 @@ async fn end(shared: &Shared, id: &str, outcome: Outcome) {
 pub(super) async fn redeliver(shared: &Arc<Shared>, mut records: Vec<Record>) {
     let state = &shared.state;
     for (id, worker) in state.started.previous() {
-        if records.iter().any(|r| r.assignment == id) {
+        if records
+            .iter()
+            .any(|r| r.assignment == id && r.kind == outbox::STATUS)
+        {
             // It ended before the restart; its final report is in the outbox.
             continue;
         }
@@ -260,6 +281,13 @@ async fn redeliver_one(shared: Arc<Shared>, id: String, records: Vec<Record>) {
         let parsed = serde_json::from_value::<StatusReport>(record.body.clone());
         let report = match (record.kind.as_str(), parsed) {
             (outbox::STATUS, Ok(report)) => report,
+            (crate::receipts::KIND, _) => {
+                if !super::metering::deliver_kept(&shared, record).await {
+                    return;
+                }
+                remove(&shared, record);
+                continue;
+            }
             (kind, parsed) => {
                 error!(kind, number = record.number, error = ?parsed.err(), "an outbox record this agent cannot send; dropped");
                 remove(&shared, record);

@@ -7,8 +7,8 @@
 //!   only**: the process runs with the agent's user and sees the machine as the agent does;
 //! - [`kubernetes`]: strangers' containers in the node's own cluster, isolated (a namespace per
 //!   job under the restricted Pod Security profile, a NetworkPolicy, an optional sandboxed
-//!   runtime). So far the objects it creates, tested rule by rule; the client that creates,
-//!   watches and deletes them, and `--executor kubernetes`, come next.
+//!   runtime), for workloads with an `image`; its Pods are created, watched and deleted through
+//!   the node's cluster API ([`kubernetes::Executor`]).
 //!
 //! A node advertises the capabilities of the executors it enables ([`Executors::capabilities`]),
 //! and the hub sends it only workloads it advertised; a workload no enabled executor runs still
@@ -41,13 +41,15 @@ pub fn simulated_capabilities() -> Vec<String> {
 
 /// What a node with the executors `kinds` advertises: `builtin:<name>` for each builtin
 /// workload, `process` for the process executor (the capability
-/// [`crds::v1alpha1::Workload::capability`] gives a workload with a `command` and no image).
+/// [`crds::v1alpha1::Workload::capability`] gives a workload with a `command` and no image),
+/// `container` for the kubernetes executor (a workload with an `image`).
 pub fn capabilities(kinds: &[ExecutorKind]) -> Vec<String> {
     let mut capabilities: Vec<String> = Vec::new();
     for kind in kinds {
         let offered = match kind {
             ExecutorKind::Builtin => simulated_capabilities(),
             ExecutorKind::Process => vec![process::CAPABILITY.to_string()],
+            ExecutorKind::Kubernetes => vec![kubernetes::CAPABILITY.to_string()],
         };
         for capability in offered {
             if !capabilities.contains(&capability) {
@@ -65,6 +67,8 @@ pub enum ExecutorKind {
     Builtin,
     /// The workload's `command` as a local child process (trusted workloads only).
     Process,
+    /// The workload's container image as an isolated Pod in the node's own cluster.
+    Kubernetes,
 }
 
 impl ExecutorKind {
@@ -73,6 +77,7 @@ impl ExecutorKind {
         match self {
             ExecutorKind::Builtin => "builtin",
             ExecutorKind::Process => "process",
+            ExecutorKind::Kubernetes => "kubernetes",
         }
     }
 }
@@ -90,19 +95,22 @@ impl FromStr for ExecutorKind {
         match s {
             "builtin" => Ok(ExecutorKind::Builtin),
             "process" => Ok(ExecutorKind::Process),
+            "kubernetes" => Ok(ExecutorKind::Kubernetes),
             other => Err(format!(
-                "unknown executor {other:?}: expected `builtin` or `process`"
+                "unknown executor {other:?}: expected `builtin`, `process` or `kubernetes`"
             )),
         }
     }
 }
 
 /// The executors a node runs work with, and what they need from the node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Executors {
     kinds: Vec<ExecutorKind>,
     /// Where per-assignment working directories go (`<state dir>/<node>/work`).
     work_root: PathBuf,
+    /// The kubernetes executor's cluster client, when [`ExecutorKind::Kubernetes`] is enabled.
+    kubernetes: Option<kubernetes::Executor>,
 }
 
 impl Executors {
@@ -121,7 +129,15 @@ impl Executors {
         Self {
             kinds: unique,
             work_root,
+            kubernetes: None,
         }
+    }
+
+    /// These executors with `kubernetes` as the kubernetes executor's cluster client (built at
+    /// startup only when the owner enabled it, see [`kubernetes::Executor::connect`]).
+    pub fn with_kubernetes(mut self, kubernetes: Option<kubernetes::Executor>) -> Self {
+        self.kubernetes = kubernetes;
+        self
     }
 
     /// The enabled executors, in the order given.
@@ -147,6 +163,8 @@ impl Executors {
         let env = worker_env(assignment, node_gpus);
         let wants = if assignment.workload.builtin.is_some() {
             ExecutorKind::Builtin
+        } else if assignment.workload.image.is_some() {
+            ExecutorKind::Kubernetes
         } else {
             ExecutorKind::Process
         };
@@ -164,6 +182,12 @@ impl Executors {
                 let work_dir = self.work_root.join(&assignment.id);
                 process::run(assignment, &env, &work_dir, cancel).await
             }
+            ExecutorKind::Kubernetes => match &self.kubernetes {
+                Some(kubernetes) => kubernetes.run(assignment, &env, cancel).await,
+                None => Outcome::failed(
+                    "the kubernetes executor is enabled but the agent has no cluster client",
+                ),
+            },
         }
     }
 }
@@ -171,9 +195,13 @@ impl Executors {
 impl Executors {
     /// After an agent restart, for assignment `id` a previous run of the agent started: ends
     /// what is left of its worker and removes its working directory (see
-    /// [`process::clean_up_after_restart`]). Builtin workloads die with the agent.
+    /// [`process::clean_up_after_restart`]), and deletes its Pod (see
+    /// [`kubernetes::Executor::clean_up_after_restart`]). Builtin workloads die with the agent.
     pub async fn clean_up_after_restart(&self, id: &str, worker: &WorkerId) {
         process::clean_up_after_restart(&self.work_root.join(id), worker).await;
+        if let Some(kubernetes) = &self.kubernetes {
+            kubernetes.clean_up_after_restart(id, worker).await;
+        }
     }
 }
 
@@ -347,6 +375,7 @@ pub(crate) mod tests {
             max_runtime_seconds,
             env: vec![var(crds::agent::ATTEMPT_ENV, "1")],
             peers: Vec::new(),
+            price_per_gpu_hour: None,
         }
     }
 
@@ -437,6 +466,7 @@ pub(crate) mod tests {
     fn executors_are_named_and_advertise_their_capabilities() {
         assert_eq!("process".parse(), Ok(ExecutorKind::Process));
         assert_eq!("builtin".parse(), Ok(ExecutorKind::Builtin));
+        assert_eq!("kubernetes".parse(), Ok(ExecutorKind::Kubernetes));
         let err = "docker".parse::<ExecutorKind>().unwrap_err();
         assert!(err.contains("docker") && err.contains("`process`"), "{err}");
         let root = PathBuf::from("/nonexistent");
@@ -461,6 +491,15 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(process.capability(), process::CAPABILITY);
+        assert_eq!(
+            capabilities(&[ExecutorKind::Kubernetes, ExecutorKind::Process]),
+            ["container", "process"]
+        );
+        let container = Workload {
+            image: Some("ghcr.io/x/train:1".into()),
+            ..Default::default()
+        };
+        assert_eq!(container.capability(), kubernetes::CAPABILITY);
     }
 
     #[tokio::test]

@@ -347,7 +347,7 @@ impl Tail {
 
 /// `outcome` with the end of the output appended to a failure's message, the whole message within
 /// [`MAX_MESSAGE_BYTES`] (the end of the output is what explains a failure, so its start goes).
-fn with_tail(mut outcome: Outcome, tail: &str) -> Outcome {
+pub(super) fn with_tail(mut outcome: Outcome, tail: &str) -> Outcome {
     let tail = tail.trim_end();
     if outcome.state == crds::agent::WorkerState::Succeeded || tail.is_empty() {
         return outcome;

@@ -4,8 +4,8 @@
 //! network.
 //!
 //! These are pure functions of the assignment and the owner's options, so every isolation rule is
-//! checked by unit tests without a cluster; creating, watching and deleting the objects is the
-//! executor's client part.
+//! checked by unit tests without a cluster; creating, watching and deleting the objects is
+//! [`client`]'s part ([`Executor`]).
 //!
 //! Isolation, layer by layer:
 //! - **Namespace per job**, labelled `pod-security.kubernetes.io/enforce: restricted`, so the API
@@ -18,6 +18,8 @@
 //! - **NetworkPolicy**: ingress only from the job's own Pods (its workers rendezvous with each
 //!   other); egress to the job's own Pods, to cluster DNS, and to the internet except private,
 //!   link-local (cloud metadata) and carrier-grade NAT ranges, where the owner's own machines live.
+
+pub mod client;
 
 use std::collections::BTreeMap;
 
@@ -39,6 +41,15 @@ use k8s_openapi::{
         util::intstr::IntOrString,
     },
 };
+
+pub use self::client::Executor;
+
+/// The capability a node with the kubernetes executor advertises (a workload's capability when it
+/// has an `image` and no `builtin`).
+pub const CAPABILITY: &str = "container";
+
+/// The name of the workload's container in the worker's Pod (whose exit code and log are read).
+pub const CONTAINER: &str = "worker";
 
 /// The extended resource the NVIDIA device plugin offers GPUs as.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -78,6 +89,28 @@ impl Default for PodOptions {
             memory: "32Gi".into(),
             run_as_user: 65_534,
         }
+    }
+}
+
+/// Checks a CPU or memory limit given on the command line (`--job-cpu`, `--job-memory`) is a
+/// Kubernetes quantity (`8`, `7500m`, `0.5`, `32Gi`, `64G`), so a typo stops the agent at start
+/// instead of failing every Pod at creation.
+pub fn parse_quantity(value: &str) -> Result<String, String> {
+    const SUFFIXES: [&str; 13] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|suffix| value.strip_suffix(suffix))
+        .unwrap_or(value);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if digits(whole) && digits(fraction) && number.bytes().any(|b| b != b'0' && b != b'.') {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a positive Kubernetes quantity (e.g. `8`, `7500m`, `32Gi`)"
+        ))
     }
 }
 
@@ -140,7 +173,7 @@ pub fn pod(assignment: &Assignment, env: &[EnvVar], options: &PodOptions) -> Res
         );
     }
     let container = Container {
-        name: "worker".into(),
+        name: CONTAINER.into(),
         image: Some(image),
         command: assignment.workload.command.clone(),
         args: assignment.workload.args.clone(),
@@ -321,6 +354,17 @@ mod tests {
             name: "AGORA_WORKER_RANK".into(),
             value: "1".into(),
         }]
+    }
+
+    #[test]
+    fn limits_must_be_kubernetes_quantities() {
+        for good in ["8", "7500m", "0.5", "32Gi", "64G", "1.5Ti"] {
+            assert_eq!(parse_quantity(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "0", "8 cores", "32GB", "-1", "Gi", "1.", "m"] {
+            let err = parse_quantity(bad).unwrap_err();
+            assert!(err.contains("Kubernetes quantity"), "{bad}: {err}");
+        }
     }
 
     #[test]
