@@ -254,6 +254,15 @@ pub struct AgentArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub receipt_interval_seconds: u64,
+    /// How often the agent measures its GPUs' benchmark score (a short matmul through CUDA, only
+    /// while no assignment is held) and reports it to the hub; 0 turns it off. Simulated GPUs get
+    /// no score.
+    #[arg(
+        long,
+        env = "AGORA_BENCHMARK_INTERVAL_SECONDS",
+        default_value_t = 86_400
+    )]
+    pub benchmark_interval_seconds: u64,
     /// Bytes each direction of a bandwidth probe moves (at most 16 MiB); 0 turns them off.
     #[arg(
         long,
@@ -421,6 +430,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         },
         telemetry: Some(monitor),
         receipt_interval: Duration::from_secs(args.receipt_interval_seconds),
+        benchmark_interval: Duration::from_secs(args.benchmark_interval_seconds),
     };
     gpu_runtime::agent::run(config, shutdown_signal()).await
 }

@@ -110,6 +110,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // Simulated telemetry is for `agora agent --simulate-gpus`; dev agents only offer GPUs.
             telemetry: None,
             receipt_interval: Duration::from_secs(60),
+            // Simulated GPUs get no benchmark score anyway.
+            benchmark_interval: Duration::ZERO,
         };
         fleet_lines.push(format!(
             "  {name:<10} {region:<13} {gpus:<13} {price}/GPU-hour (simulated GPUs)"

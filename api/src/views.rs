@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crds::{
     money::{Price, display_micros},
-    rest::{Job, JobEvent, Node, WorkerResult},
+    rest::{Job, JobEvent, Node, NodeBenchmark, WorkerResult},
     v1alpha1::{
         CheckpointStatus, ComputeJobStatus, GpuNodeSpec, GpuNodeStatus, JobPhase, PlacementStatus,
         Usage, WorkerPlacement,
@@ -194,15 +194,7 @@ pub fn node(row: &NodeRow, now_ms: i64, timeout_ms: i64) -> Node {
                 row.last_heartbeat,
             )
         },
-        if unhealthy.is_empty() {
-            condition(
-                "Healthy",
-                true,
-                "AllGpusHealthy",
-                "every GPU is healthy".into(),
-                row.last_heartbeat,
-            )
-        } else {
+        if !unhealthy.is_empty() {
             condition(
                 "Healthy",
                 false,
@@ -210,8 +202,34 @@ pub fn node(row: &NodeRow, now_ms: i64, timeout_ms: i64) -> Node {
                 format!("unhealthy: {}", unhealthy.join(", ")),
                 row.last_heartbeat,
             )
+        } else if let Some((finding, at)) = row
+            .benchmark
+            .as_ref()
+            .and_then(|b| Some((b.finding.as_deref()?, b.at)))
+        {
+            // A score far below the claimed model's peak: faulty, throttled or mislabelled GPUs.
+            condition(
+                "Healthy",
+                false,
+                "BenchmarkBelowModel",
+                finding.to_string(),
+                at,
+            )
+        } else {
+            condition(
+                "Healthy",
+                true,
+                "AllGpusHealthy",
+                "every GPU is healthy".into(),
+                row.last_heartbeat,
+            )
         },
     ];
+    let benchmark = row.benchmark.as_ref().map(|b| NodeBenchmark {
+        tflops: b.tflops_milli as f64 / 1000.0,
+        time: time(b.at),
+        finding: b.finding.clone(),
+    });
     Node {
         name: row.name.clone(),
         spec: GpuNodeSpec {
@@ -231,7 +249,7 @@ pub fn node(row: &NodeRow, now_ms: i64, timeout_ms: i64) -> Node {
             allocated,
             free: if ready { free } else { 0 },
             capabilities: row.capabilities.clone(),
-            benchmark_tflops: None,
+            benchmark_tflops: benchmark.as_ref().map(|b| b.tflops),
             network: None,
             stake: None,
             reputation: None,
@@ -242,6 +260,7 @@ pub fn node(row: &NodeRow, now_ms: i64, timeout_ms: i64) -> Node {
         },
         // Measurements and telemetry are added by `crate::network::NetworkState::annotate`.
         telemetry: None,
+        benchmark,
     }
 }
 

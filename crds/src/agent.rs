@@ -173,6 +173,32 @@ pub struct HeartbeatRequest {
     /// The GPUs' latest readings (none when absent).
     #[serde(default, skip_serializing_if = "Telemetry::is_empty")]
     pub telemetry: Telemetry,
+    /// The node's latest matmul benchmark score, sent once after each measurement (and after a
+    /// re-registration), absent otherwise: the hub writes it to the database, so it must be rare.
+    // Not nullable in the schema, so that a refusal names the field at fault inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "BenchmarkReport")]
+    pub benchmark: Option<BenchmarkReport>,
+}
+
+/// The largest benchmark score a heartbeat may report (TFLOPS per GPU): far above any GPU made,
+/// so only a broken measurement is refused.
+pub const MAX_BENCHMARK_TFLOPS: f64 = 100_000.0;
+
+/// What the agent's matmul benchmark measured (`builtin:matmulBenchmark`, see docs/workloads.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BenchmarkReport {
+    /// Achieved FP32 TFLOPS per GPU (mean over the node's GPUs of the model).
+    #[schemars(range(min = 0, max = MAX_BENCHMARK_TFLOPS))]
+    pub tflops: f64,
+    /// When it was measured, Unix milliseconds (the agent's clock).
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
+    pub measured_at: i64,
+    /// Why the score is a health finding (far below the claimed model's peak), when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub finding: Option<String>,
 }
 
 /// Network measurements a heartbeat carries. Every field is optional: an agent reports what it

@@ -74,6 +74,23 @@ pub struct Node {
     /// every heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<NodeTelemetry>,
+    /// The node's latest matmul benchmark score, absent until its agent reports one (agents on
+    /// simulated GPUs never do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<NodeBenchmark>,
+}
+
+/// A node's latest benchmark score (see docs/workloads.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeBenchmark {
+    /// Achieved FP32 TFLOPS per GPU.
+    pub tflops: f64,
+    /// When the agent measured it.
+    pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// Why the score is a health finding, when it is one (also the `Healthy` condition's message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<String>,
 }
 
 /// A node's latest reports beyond its `GpuNode` status.

@@ -82,6 +82,9 @@ pub struct AgentConfig {
     /// more goes when it ends. Shorter loses less unpaid time should the node vanish, at a small
     /// request per worker per interval.
     pub receipt_interval: Duration,
+    /// How often the GPUs' benchmark score is measured (`--benchmark-interval-seconds`); zero:
+    /// never. See [`crate::benchmark`].
+    pub benchmark_interval: Duration,
 }
 
 impl AgentConfig {
@@ -117,6 +120,8 @@ struct Shared {
     telemetry: Option<Arc<crate::gpus::Monitor>>,
     /// How often a running worker's usage receipt is sent.
     receipt_interval: Duration,
+    /// The scheduled GPU benchmark and the score the next heartbeat carries.
+    benchmark: crate::benchmark::Benchmark,
 }
 
 /// Runs the node agent until `shutdown` completes, then stops every worker, tries once to report
@@ -173,6 +178,11 @@ async fn run_node(
         network: Network::new(config.probes.clone()),
         telemetry: config.telemetry.clone(),
         receipt_interval: config.receipt_interval,
+        benchmark: crate::benchmark::Benchmark::new(
+            config.benchmark_interval,
+            config.simulated,
+            config.gpus.clone(),
+        ),
     });
 
     let mut workers = Workers::default();
@@ -186,6 +196,7 @@ async fn run_node(
         () = heartbeat_loop(&shared) => Ok(()),
         () = poll_loop(&shared, &mut workers) => Ok(()),
         () = network_loop(&shared, responder) => Ok(()),
+        () = shared.benchmark.run(|| shared.held.is_busy()) => Ok(()),
     };
 
     // Cancels every worker; each tries once to report how it ended.
@@ -220,6 +231,7 @@ async fn heartbeat_loop(shared: &Shared) {
                 .map(crate::gpus::Monitor::telemetry)
                 .unwrap_or_default(),
             network: shared.network.report(),
+            benchmark: shared.benchmark.to_send(),
         };
         let request = &request;
         let network = &shared.network;
@@ -242,12 +254,17 @@ async fn heartbeat_loop(shared: &Shared) {
                 if let (Some(monitor), Some(gpus)) = (telemetry, &request.gpus) {
                     monitor.devices_delivered(gpus);
                 }
-                // Registered again meanwhile (401): the hub has the registration's inventory.
-                if let Some(monitor) = telemetry
-                    && shared.session.auth().generation != registration
-                {
+                if let Some(score) = &request.benchmark {
+                    shared.benchmark.delivered(score);
+                }
+                // Registered again meanwhile (401): the hub has the registration's inventory,
+                // and is sent the latest benchmark score again.
+                if shared.session.auth().generation != registration {
                     registration = shared.session.auth().generation;
-                    monitor.registered_again();
+                    if let Some(monitor) = telemetry {
+                        monitor.registered_again();
+                    }
+                    shared.benchmark.registered_again();
                 }
                 interval = session::heartbeat_interval(response.heartbeat_interval_seconds);
                 for id in &response.stop {
@@ -400,6 +417,7 @@ mod tests {
             probes: ProbeConfig::default(),
             telemetry: None,
             receipt_interval: Duration::from_secs(60),
+            benchmark_interval: crate::benchmark::DEFAULT_INTERVAL,
         }
     }
 

@@ -24,6 +24,7 @@
 
 pub mod agent;
 mod backoff;
+pub mod benchmark;
 pub mod client;
 pub mod executor;
 pub mod gpus;

@@ -253,6 +253,10 @@ async fn heartbeat(
         validate_gpus(gpus, "gpus")?;
     }
     network::validate(&req)?;
+    // Rare (after each measurement), so written directly rather than buffered for the flush.
+    if let Some(benchmark) = &req.benchmark {
+        state.store.record_benchmark(&node, benchmark).await?;
+    }
     let written = state
         .sessions
         .heartbeat(&state.store, &node, req.gpus.as_deref())

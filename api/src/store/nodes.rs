@@ -3,7 +3,10 @@
 use sqlx::{Any, AssertSqlSafe, Transaction};
 use std::collections::HashMap;
 
-use crds::{agent::RegisterRequest, v1alpha1::GpuDevice};
+use crds::{
+    agent::{BenchmarkReport, RegisterRequest},
+    v1alpha1::GpuDevice,
+};
 use sqlx::Row;
 
 use super::{Result, Store, StoreError, now_ms, rows::*};
@@ -146,6 +149,23 @@ impl Store {
                     .await?
             }
         };
+        Ok(())
+    }
+
+    /// Stores the node's latest benchmark score. Heartbeats carry one rarely (after each
+    /// measurement, about once a day), so this direct write does not put the steady-state
+    /// heartbeat on the database.
+    pub async fn record_benchmark(&self, name: &str, report: &BenchmarkReport) -> Result<()> {
+        sqlx::query(
+            "UPDATE nodes SET benchmark_tflops_milli = $2, benchmark_at = $3, \
+             benchmark_finding = $4 WHERE name = $1",
+        )
+        .bind(name)
+        .bind((report.tflops * 1000.0).round() as i64)
+        .bind(report.measured_at)
+        .bind(report.finding.as_deref())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

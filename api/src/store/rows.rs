@@ -104,9 +104,21 @@ pub struct NodeRow {
     pub last_heartbeat: i64,
     /// UUIDs of GPUs allocated to live assignments.
     pub allocated: Vec<String>,
+    /// The latest benchmark score the agent reported, when it reported one.
+    pub benchmark: Option<NodeBenchmarkRow>,
 }
 
-pub(super) const NODE_COLUMNS: &str = "name, region, operator_address, price_micros, gpus, capabilities, simulated, registered_at, last_heartbeat";
+/// A node's stored benchmark score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeBenchmarkRow {
+    /// TFLOPS × 1000.
+    pub tflops_milli: i64,
+    /// When the agent measured it, Unix ms.
+    pub at: i64,
+    pub finding: Option<String>,
+}
+
+pub(super) const NODE_COLUMNS: &str = "name, region, operator_address, price_micros, gpus, capabilities, simulated, registered_at, last_heartbeat, benchmark_tflops_milli, benchmark_at, benchmark_finding";
 
 impl NodeRow {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -121,6 +133,17 @@ impl NodeRow {
             registered_at: row.try_get("registered_at")?,
             last_heartbeat: row.try_get("last_heartbeat")?,
             allocated: Vec::new(),
+            benchmark: match (
+                row.try_get::<Option<i64>, _>("benchmark_tflops_milli")?,
+                row.try_get::<Option<i64>, _>("benchmark_at")?,
+            ) {
+                (Some(tflops_milli), Some(at)) => Some(NodeBenchmarkRow {
+                    tflops_milli,
+                    at,
+                    finding: row.try_get("benchmark_finding")?,
+                }),
+                _ => None,
+            },
         })
     }
 }

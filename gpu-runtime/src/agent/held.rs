@@ -82,6 +82,11 @@ impl Held {
         states
     }
 
+    /// Whether a held assignment has not ended: its GPUs are in use (the benchmark waits).
+    pub(super) fn is_busy(&self) -> bool {
+        self.lock().active.values().any(|e| !e.state.is_final())
+    }
+
     /// Asks the worker of a held assignment that has not ended to stop; true when it did.
     pub(super) fn stop(&self, id: &str) -> bool {
         match self.lock().active.get(id) {
