@@ -516,6 +516,7 @@ fn every_option_renders_as_documented() {
         "--job-cpu=7500m",
         "--job-memory=60Gi",
         "--receipt-interval-seconds=30",
+        "--benchmark-interval-seconds=0",
         "--simulate-gpus=2xH100-80GB",
         "--operator-address=cosmos1qyqszqgpqyqszqgpqyqszqgpqyqszqgp2cyq8z",
         "--probe-listen=0.0.0.0:7171",
