@@ -398,7 +398,9 @@ impl Workers {
 mod tests {
     use super::*;
 
-    fn config(hub_url: &str) -> AgentConfig {
+    /// An agent's config for `hub_url`, keeping its state in `state` (a temporary directory the
+    /// test holds, so nothing is left behind).
+    fn config(hub_url: &str, state: &tempfile::TempDir) -> AgentConfig {
         AgentConfig {
             hub_url: hub_url.into(),
             name: "gn-test".into(),
@@ -408,8 +410,7 @@ mod tests {
             capabilities: crate::executor::simulated_capabilities(),
             executors: vec![crate::executor::ExecutorKind::Builtin],
             kubernetes: None,
-            state_dir: std::env::temp_dir()
-                .join(format!("agora-agent-test-{}", std::process::id())),
+            state_dir: state.path().to_path_buf(),
             simulated: true,
             operator_address: None,
             identity: NodeIdentity::generate(),
@@ -423,7 +424,8 @@ mod tests {
 
     #[test]
     fn registers_what_the_config_says() {
-        let request = config("http://hub").register_request();
+        let state = tempfile::tempdir().unwrap();
+        let request = config("http://hub", &state).register_request();
         assert_eq!(request.name, "gn-test");
         assert_eq!(request.region, "eu-west");
         assert_eq!(request.gpus.len(), 2);
@@ -447,7 +449,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalid_hub_url_is_an_error() {
-        let err = run(config("hub:8080"), std::future::pending())
+        let state = tempfile::tempdir().unwrap();
+        let err = run(config("hub:8080", &state), std::future::pending())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("invalid hub URL"), "{err}");
@@ -458,9 +461,10 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Nothing listens on the discard port, so registration keeps retrying until shut down.
         let shutdown = tokio::time::sleep(Duration::from_millis(300));
+        let state = tempfile::tempdir().unwrap();
         let result = tokio::time::timeout(
             Duration::from_secs(10),
-            run(config("http://127.0.0.1:9"), shutdown),
+            run(config("http://127.0.0.1:9", &state), shutdown),
         )
         .await;
         assert!(matches!(result, Ok(Ok(()))), "{result:?}");
