@@ -464,6 +464,35 @@ impl Api {
     }
 }
 
+/// The `id` of a job as the API shows it.
+pub fn job_id(job: &Value) -> String {
+    job["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job id in {job}"))
+        .to_string()
+}
+
+/// The node of a one-worker job's placement.
+pub fn placed_node(job: &Value) -> String {
+    job["status"]["placement"]["workers"][0]["node"]
+        .as_str()
+        .unwrap_or_else(|| panic!("job has no placement: {job:#}"))
+        .to_string()
+}
+
+/// Polls until every node in `names` is listed and Ready, for at most `timeout`.
+pub fn wait_ready(api: &Api, names: &[&str], timeout: Duration) {
+    poll_until(&format!("nodes {names:?} Ready"), timeout, || {
+        let nodes = api.nodes()?;
+        let ready = |name: &&str| nodes.iter().any(|n| n["name"] == *name && node_is_ready(n));
+        if names.iter().all(ready) {
+            Ok(())
+        } else {
+            Err(format!("{nodes:#?}"))
+        }
+    });
+}
+
 /// Whether a node (as `GET /v1/nodes` or `agora node list -o json` shows it) has condition
 /// `Ready=True`.
 pub fn node_is_ready(node: &Value) -> bool {

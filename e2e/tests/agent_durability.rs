@@ -18,8 +18,8 @@ use std::{
 };
 
 use e2e::{
-    Api, Backend, Process, ServerHub, ServerOptions, TestDatabase, agora_command, node_is_ready,
-    poll_until,
+    Api, Backend, Process, ServerHub, ServerOptions, TestDatabase, agora_command, job_id,
+    placed_node, poll_until, wait_ready,
 };
 use serde_json::{Value, json};
 
@@ -105,32 +105,6 @@ fn shell_job(name: &str, script: &str, max_attempts: u32) -> Value {
     })
 }
 
-fn job_id(job: &Value) -> String {
-    job["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no job id in {job}"))
-        .to_string()
-}
-
-fn placed_node(job: &Value) -> String {
-    job["status"]["placement"]["workers"][0]["node"]
-        .as_str()
-        .unwrap_or_else(|| panic!("job has no placement: {job:#}"))
-        .to_string()
-}
-
-fn wait_ready(api: &Api, names: &[&str]) {
-    poll_until(&format!("nodes {names:?} Ready"), STEP_TIMEOUT, || {
-        let nodes = api.nodes()?;
-        let ready = |name: &&str| nodes.iter().any(|n| n["name"] == *name && node_is_ready(n));
-        if names.iter().all(ready) {
-            Ok(())
-        } else {
-            Err(format!("{nodes:#?}"))
-        }
-    });
-}
-
 /// Waits until `path` exists, saying what it waits for.
 fn wait_for_file(path: &Path, what: &str, agents: &[&Process]) {
     poll_until(what, STEP_TIMEOUT, || {
@@ -192,7 +166,7 @@ fn a_running_worker_sends_growing_receipts_and_a_final_one() {
     let api = hub.api();
     let name = "gn-metered";
     let agent = process_agent_with(&hub, dir.path(), name, &["--receipt-interval-seconds", "1"]);
-    wait_ready(&api, &[name]);
+    wait_ready(&api, &[name], STEP_TIMEOUT);
     let gate = dir.path().join("gate");
     let script = format!("while [ ! -e {} ]; do sleep 0.1; done", gate.display());
     let id = job_id(&api.submit(&shell_job("metered", &script, 1)));
@@ -237,7 +211,7 @@ fn a_final_report_outlives_the_hubs_absence(backend: Backend) {
     let api = hub.api();
     let name = "gn-durable";
     let mut agent = process_agent(&hub, dir.path(), name);
-    wait_ready(&api, &[name]);
+    wait_ready(&api, &[name], STEP_TIMEOUT);
 
     // The job writes its environment, then waits for the gate before it exits 0.
     let env_file = dir.path().join("env.txt");
@@ -394,7 +368,7 @@ fn an_agent_restarted_mid_job_never_runs_it_twice() {
         process_agent(&hub, dir.path(), names[0]),
         process_agent(&hub, dir.path(), names[1]),
     ];
-    wait_ready(&api, &names);
+    wait_ready(&api, &names, STEP_TIMEOUT);
 
     // Attempt 1 records its shell's pid and runs until killed; attempt 2 finishes at once. Every
     // start and end is logged to one file, so a second copy of any attempt would show.

@@ -20,7 +20,7 @@ use std::{
 
 use e2e::{
     Api, Backend, NodeKey, Process, RawClient, RawReply, RawRequest, ServerHub, ServerOptions,
-    TestDatabase, node_is_ready, poll_until, run_cli, timestamp,
+    TestDatabase, job_id, node_is_ready, placed_node, poll_until, run_cli, timestamp, wait_ready,
 };
 use serde_json::{Value, json};
 
@@ -44,34 +44,6 @@ fn sleep_job(name: &str, seconds: u64, max_attempts: u32) -> Value {
             "retry": {"maxAttempts": max_attempts}
         }
     })
-}
-
-fn job_id(job: &Value) -> String {
-    job["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no job id in {job}"))
-        .to_string()
-}
-
-/// The node of a one-worker job's placement.
-fn placed_node(job: &Value) -> String {
-    job["status"]["placement"]["workers"][0]["node"]
-        .as_str()
-        .unwrap_or_else(|| panic!("job has no placement: {job:#}"))
-        .to_string()
-}
-
-/// Polls until every node in `names` is listed and Ready.
-fn wait_ready(api: &Api, names: &[&str]) {
-    poll_until(&format!("nodes {names:?} Ready"), STEP_TIMEOUT, || {
-        let nodes = api.nodes()?;
-        let ready = |name: &&str| nodes.iter().any(|n| n["name"] == *name && node_is_ready(n));
-        if names.iter().all(ready) {
-            Ok(())
-        } else {
-            Err(format!("{nodes:#?}"))
-        }
-    });
 }
 
 /// An event of a job's log in one line: `from→to reason attempt N [on node]`.
@@ -149,7 +121,7 @@ fn agent_killed_mid_job_is_lost_and_the_job_succeeds_on_the_other_node() {
         hub.agent(names[0], "eu-west", "1xH100-80GB", "1.00"),
         hub.agent(names[1], "eu-west", "1xH100-80GB", "1.50"),
     ];
-    wait_ready(&api, &names);
+    wait_ready(&api, &names, STEP_TIMEOUT);
 
     // Two attempts allowed: the first will be lost with its node.
     let duration = 4;
@@ -249,7 +221,7 @@ fn hub_killed_mid_job(backend: Backend) {
     let node = "gn-fault-solo";
     let mut agent = hub.agent(node, "eu-west", "1xH100-80GB", "1.00");
     let api = hub.api();
-    wait_ready(&api, &[node]);
+    wait_ready(&api, &[node], STEP_TIMEOUT);
 
     // One attempt only: were the node declared lost, the job would fail, not quietly retry.
     let duration = 6;
@@ -835,7 +807,7 @@ fn set_up_target(dir: &std::path::Path, db: &TestDatabase) -> Target {
     let raw = RawClient::new(&hub.url);
     let node_a = "gn-fault-agent".to_string();
     let agent = hub.agent(&node_a, "eu-west", "2xH100-80GB", "1.00");
-    wait_ready(&api, &[&node_a]);
+    wait_ready(&api, &[&node_a], STEP_TIMEOUT);
 
     // The test's own node, at a price no job here accepts.
     let node_b = "gn-fault-mine".to_string();
