@@ -158,6 +158,22 @@ pub struct ServerArgs {
     /// (agent registration) and failed authentications [default: 5/20].
     #[arg(long, env = "AGORA_ANONYMOUS_LIMIT", value_name = "RPS/BURST")]
     pub anonymous_limit: Option<api::ratelimit::RateSetting>,
+    /// Also run the Kubernetes operator (ComputeJob controller, GpuNode mirror) against the
+    /// cluster the hub runs in (or `KUBECONFIG`'s); of several replicas, the holder of the
+    /// operator's Lease runs it.
+    #[arg(long, env = "AGORA_KUBERNETES")]
+    pub kubernetes: bool,
+    /// The namespace of the operator's Lease. Default: the pod's own namespace.
+    #[arg(long, env = "AGORA_KUBERNETES_NAMESPACE", requires = "kubernetes")]
+    pub kubernetes_namespace: Option<String>,
+    /// The name of the operator's Lease (`coordination.k8s.io/v1`).
+    #[arg(
+        long,
+        env = "AGORA_KUBERNETES_LEASE",
+        default_value = "agora-operator",
+        requires = "kubernetes"
+    )]
+    pub kubernetes_lease: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -340,12 +356,17 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         args.lease_ttl_seconds,
         args.lease_renew_seconds
     );
+    // One name for this replica in the database lease and the operator's Lease.
+    let replica = args
+        .replica_name
+        .clone()
+        .unwrap_or_else(api::leader::holder_id);
     let settings = api::HubSettings {
         heartbeat_interval: Duration::from_secs(args.heartbeat_interval_seconds),
         node_timeout: Duration::from_secs(args.node_timeout_seconds),
         lease_ttl: Duration::from_secs(args.lease_ttl_seconds),
         lease_renew: Duration::from_secs(args.lease_renew_seconds),
-        lease_holder: args.replica_name.clone(),
+        lease_holder: Some(replica.clone()),
         probe_targets: args.probe_targets,
         network: args.network.clone(),
         rate_limits,
@@ -355,6 +376,16 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(api::server::TlsFiles { cert, key }),
         // clap makes each of the two require the other.
         _ => None,
+    };
+    let cluster = if args.kubernetes {
+        let settings = crate::kubernetes::Settings {
+            namespace: args.kubernetes_namespace.clone(),
+            lease: args.kubernetes_lease.clone(),
+            identity: replica.clone(),
+        };
+        Some(crate::kubernetes::Cluster::connect(settings).await?)
+    } else {
+        None
     };
     let hub = api::RunningHub::start(api::HubConfig {
         listen: args.listen,
@@ -369,7 +400,17 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         eprintln!("API key of tenant `default` is in {}", file.display());
     }
     eprintln!("agora hub listening on {}", hub.url());
-    hub.serve_until(shutdown_signal()).await
+    let Some(cluster) = cluster else {
+        return hub.serve_until(shutdown_signal()).await;
+    };
+    let (operator, stop_operator) = cluster.start(hub.state().clone());
+    // The operator stops first (releasing its Lease), while the hub it calls still serves.
+    hub.serve_until(async move {
+        shutdown_signal().await;
+        stop_operator.cancel();
+        let _ = operator.await;
+    })
+    .await
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {

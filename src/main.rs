@@ -6,6 +6,7 @@ mod bench_agent;
 mod cli;
 mod dev;
 mod gpus;
+mod kubernetes;
 
 use clap::Parser;
 

@@ -4,21 +4,21 @@
 //! validated by kubernetes-validate for the Kubernetes versions `scripts/test` validates the CRDs
 //! for, and the rendered DaemonSet held to what an owner relies on: it registers with the right hub
 //! and region under the Kubernetes node's name, its key comes from the Secret (in the agent's own key
-//! format), it holds no capability, and the kubernetes executor's RBAC names every verb and resource.
+//! format) and an upgrade keeps it, it holds no capability, and the kubernetes executor's RBAC names
+//! every verb and resource.
 //!
 //! Helm comes from `scripts/helm-up` through `AGORA_HELM`; without it these tests say so and pass,
-//! unless `AGORA_REQUIRE_HELM=1` (set by `scripts/test`), where they fail instead.
+//! unless `AGORA_REQUIRE_HELM=1` (set by `scripts/test`), where they fail instead
+//! (`tests/common/helm.rs`, shared with the hub chart's `tests/hub_chart.rs`).
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    process::Command,
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::helm::{
+    Helm, Rendered, SimulatedCluster, base64_decode, container, env_value, grants, strings,
 };
-
 use serde_yaml::Value;
-
-/// The Kubernetes versions `scripts/test` validates the CRDs against: the oldest and newest supported.
-const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
 
 /// What an owner sets on the command line in the five-minute install.
 const HUB: &str = "https://hub.example.org:7600";
@@ -29,187 +29,16 @@ const MINIMAL: [&str; 3] = [
     "price=2.20",
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+fn helm() -> Option<Helm> {
+    Helm::get("charts/agora-node", "agora-node")
 }
 
-fn chart() -> PathBuf {
-    repo().join("charts/agora-node")
-}
-
-fn required() -> bool {
-    std::env::var("AGORA_REQUIRE_HELM").as_deref() == Ok("1")
-}
-
-/// The Helm binary named by `AGORA_HELM`, or `None` (the test then passes saying why) when it is not
-/// set and not required.
-fn helm_binary() -> Option<PathBuf> {
-    match std::env::var_os("AGORA_HELM") {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "AGORA_HELM={} is not a file; run scripts/helm-up",
-                path.display()
-            );
-            Some(path)
-        }
-        None if required() => {
-            panic!(
-                "AGORA_REQUIRE_HELM=1 but AGORA_HELM is not set; export AGORA_HELM=$(scripts/helm-up)"
-            )
-        }
-        None => {
-            eprintln!(
-                "Helm not configured (AGORA_HELM=$(scripts/helm-up)); skipping the chart test"
-            );
-            None
-        }
-    }
-}
-
-struct Run {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Helm with its cache, configuration and data in a fresh temporary directory, so a run neither
-/// reads nor changes the user's Helm set-up.
-struct Helm {
-    binary: PathBuf,
-    home: tempfile::TempDir,
-}
-
-impl Helm {
-    fn get() -> Option<Self> {
-        Some(Self {
-            binary: helm_binary()?,
-            home: tempfile::tempdir().expect("temporary Helm home"),
-        })
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let home = self.home.path();
-        let out = Command::new(&self.binary)
-            .args(args)
-            .current_dir(repo())
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .env_remove("KUBECONFIG")
-            .output()
-            .expect("running helm");
-        Run {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// `helm template` of the chart with `--set` values and values files; the run, unchecked.
-    fn try_template(&self, sets: &[&str], files: &[&str]) -> Run {
-        let chart = chart();
-        let mut args = vec![
-            "template",
-            "agora-node",
-            chart.to_str().expect("UTF-8 path"),
-            "--namespace",
-            "agora-system",
-        ];
-        for set in sets {
-            args.extend(["--set", set]);
-        }
-        let files: Vec<String> = files
-            .iter()
-            .map(|f| chart.join("ci").join(f).display().to_string())
-            .collect();
-        for file in &files {
-            args.extend(["--values", file.as_str()]);
-        }
-        self.run(&args)
-    }
-
-    /// The rendered manifests, or a panic with Helm's error.
-    fn template(&self, sets: &[&str], files: &[&str]) -> Rendered {
-        let run = self.try_template(sets, files);
-        assert!(
-            run.success,
-            "helm template {sets:?} {files:?} failed:\n{}",
-            run.stderr
-        );
-        Rendered::parse(&run.stdout)
-    }
-}
-
-/// The objects of one `helm template` run, in order, with the YAML text they came from.
-struct Rendered {
-    yaml: String,
-    objects: Vec<Value>,
-    /// Each object's own text as Helm printed it: what is validated, so that no re-encoding can
-    /// change what Kubernetes would read (YAML 1.1 and 1.2 disagree on some scalars).
-    texts: Vec<String>,
-}
-
-impl Rendered {
-    fn parse(yaml: &str) -> Self {
-        let mut objects = Vec::new();
-        let mut texts = Vec::new();
-        for text in yaml.split("\n---\n") {
-            let object: Value = serde_yaml::from_str(text).expect("helm printed valid YAML");
-            if !object.is_null() {
-                objects.push(object);
-                texts.push(text.to_string());
-            }
-        }
-        Self {
-            yaml: yaml.to_string(),
-            objects,
-            texts,
-        }
-    }
-
-    fn of_kind(&self, kind: &str) -> Vec<&Value> {
-        self.objects
-            .iter()
-            .filter(|o| o["kind"].as_str() == Some(kind))
-            .collect()
-    }
-
-    fn one(&self, kind: &str) -> &Value {
-        let found = self.of_kind(kind);
-        assert_eq!(
-            found.len(),
-            1,
-            "expected one {kind}, rendered:\n{}",
-            self.yaml
-        );
-        found[0]
-    }
-
-    fn daemonset(&self) -> &Value {
-        self.one("DaemonSet")
-    }
+fn daemonset(rendered: &Rendered) -> &Value {
+    rendered.one("DaemonSet")
 }
 
 fn agent_container(ds: &Value) -> &Value {
-    let containers = ds["spec"]["template"]["spec"]["containers"]
-        .as_sequence()
-        .expect("containers");
-    containers
-        .iter()
-        .find(|c| c["name"].as_str() == Some("agent"))
-        .expect("the agent container")
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence()
-        .map(|s| {
-            s.iter()
-                .map(|x| x.as_str().expect("a string").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+    container(ds, "agent")
 }
 
 fn args(ds: &Value) -> Vec<String> {
@@ -224,140 +53,25 @@ fn flag(ds: &Value, name: &str) -> Option<String> {
         .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
 }
 
-fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
-    container["env"]
-        .as_sequence()?
-        .iter()
-        .find(|e| e["name"].as_str() == Some(name))
-}
-
-/// The volume mounted at the directory holding `file`, and the file's name inside it.
+/// The volume the agent mounts at the directory holding `file`, and the file's name inside it.
 fn volume_of<'a>(ds: &'a Value, file: &str) -> (&'a Value, String) {
-    let pod = &ds["spec"]["template"]["spec"];
-    let path = Path::new(file);
-    let dir = path.parent().expect("a directory").to_str().expect("UTF-8");
-    let mount = agent_container(ds)["volumeMounts"]
-        .as_sequence()
-        .expect("volume mounts")
-        .iter()
-        .find(|m| m["mountPath"].as_str() == Some(dir))
-        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
-    let volume = pod["volumes"]
-        .as_sequence()
-        .expect("volumes")
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mounted volume");
-    let name = path.file_name().expect("a file").to_str().expect("UTF-8");
-    (volume, name.to_string())
-}
-
-/// Standard base64 (the encoding of a Secret's `data`), for reading the generated key.
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let digit = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .unwrap_or_else(|| panic!("{text:?} is not base64"));
-        acc = (acc << 6) | digit as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// Runs kubernetes-validate over every object Kubernetes itself defines, for each supported version,
-/// and fails on any error or on an object it has no schema for. PodMonitor (a Prometheus Operator
-/// CRD, not in Kubernetes' schemas) is returned for the caller's own checks.
-fn validate<'a>(rendered: &'a Rendered, what: &str) -> Vec<&'a Value> {
-    let mut external = Vec::new();
-    let mut core = Vec::new();
-    for (object, text) in rendered.objects.iter().zip(&rendered.texts) {
-        let api_version = object["apiVersion"].as_str().unwrap_or_default();
-        if api_version.starts_with("monitoring.coreos.com/") {
-            external.push(object);
-        } else {
-            core.push(text.as_str());
-        }
-    }
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let file = dir.path().join("rendered.yaml");
-    std::fs::write(&file, core.join("\n---\n")).expect("writing the manifests");
-    let validator = std::env::var("AGORA_KUBERNETES_VALIDATE")
-        .unwrap_or_else(|_| "kubernetes-validate".to_string());
-    for version in KUBERNETES_VERSIONS {
-        let out = match Command::new(&validator)
-            .args(["--strict", "-k", version])
-            .arg(&file)
-            .output()
-        {
-            Ok(out) => out,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required() => {
-                eprintln!(
-                    "kubernetes-validate not installed (scripts/test installs it); skipping schema validation"
-                );
-                return external;
-            }
-            Err(e) => panic!("running {validator}: {e} (scripts/test installs it from PyPI)"),
-        };
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && !stdout.contains("WARN") && !stderr.contains("WARN"),
-            "{what}: kubernetes-validate {version} refused the rendered manifests:\n{stdout}{stderr}"
-        );
-        let passed = stdout.matches(" passed for resource ").count();
-        assert_eq!(
-            passed,
-            core.len(),
-            "{what}: kubernetes-validate {version} checked {passed} of {} objects:\n{stdout}",
-            core.len()
-        );
-    }
-    external
+    common::helm::volume_of(ds, agent_container(ds), file)
 }
 
 #[test]
 fn lint_strict_passes_with_the_owner_values_and_every_option() {
-    let Some(helm) = Helm::get() else { return };
-    let chart = chart();
-    let chart = chart.to_str().expect("UTF-8 path");
-    let sets = MINIMAL.join(",");
+    let Some(helm) = helm() else { return };
     // Without values too: lint renders with the chart's defaults, where hub.url and region are empty.
-    let mut runs = vec![
-        helm.run(&["lint", "--strict", chart]),
-        helm.run(&["lint", "--strict", chart, "--set", &sets]),
-    ];
+    helm.lint(&[], &[]);
+    helm.lint(&MINIMAL, &[]);
     for file in ["all-options-values.yaml", "privileged-per-node-values.yaml"] {
-        let file = repo().join("charts/agora-node/ci").join(file);
-        runs.push(helm.run(&[
-            "lint",
-            "--strict",
-            chart,
-            "-f",
-            file.to_str().expect("UTF-8"),
-        ]));
-    }
-    for run in runs {
-        assert!(
-            run.success && run.stdout.contains("0 chart(s) failed"),
-            "helm lint --strict failed:\n{}{}",
-            run.stdout,
-            run.stderr
-        );
+        helm.lint(&[], &[file]);
     }
 }
 
 #[test]
 fn every_rendering_passes_kubernetes_schemas() {
-    let Some(helm) = Helm::get() else { return };
+    let Some(helm) = helm() else { return };
     let renderings = [
         ("owner values", helm.template(&MINIMAL, &[])),
         (
@@ -370,7 +84,7 @@ fn every_rendering_passes_kubernetes_schemas() {
         ),
     ];
     for (what, rendered) in &renderings {
-        let external = validate(rendered, what);
+        let external = rendered.validate(what);
         for object in external {
             assert_eq!(
                 object["kind"].as_str(),
@@ -383,9 +97,9 @@ fn every_rendering_passes_kubernetes_schemas() {
 
 #[test]
 fn the_agent_registers_with_the_owners_hub_under_the_kubernetes_node_name() {
-    let Some(helm) = Helm::get() else { return };
+    let Some(helm) = helm() else { return };
     let rendered = helm.template(&MINIMAL, &[]);
-    let ds = rendered.daemonset();
+    let ds = daemonset(&rendered);
     let container = agent_container(ds);
     assert_eq!(strings(&container["command"]), ["agora"]);
     assert!(args(ds).contains(&"agent".to_string()), "{:?}", args(ds));
@@ -417,9 +131,9 @@ fn the_agent_registers_with_the_owners_hub_under_the_kubernetes_node_name() {
 
 #[test]
 fn the_key_comes_from_a_generated_secret_in_the_agents_own_format() {
-    let Some(helm) = Helm::get() else { return };
+    let Some(helm) = helm() else { return };
     let rendered = helm.template(&MINIMAL, &[]);
-    let ds = rendered.daemonset();
+    let ds = daemonset(&rendered);
     let key_path = flag(ds, "key").expect("--key");
     let (volume, file) = volume_of(ds, &key_path);
     let secret = rendered.one("Secret");
@@ -451,10 +165,25 @@ fn the_key_comes_from_a_generated_secret_in_the_agents_own_format() {
 }
 
 #[test]
+fn an_upgrade_keeps_the_node_key_already_in_the_cluster() {
+    let Some(helm) = helm() else { return };
+    let installed = helm.template(&MINIMAL, &[]);
+    let secret = installed.one("Secret");
+    let name = secret["metadata"]["name"].as_str().expect("a name");
+    let cluster = SimulatedCluster::with_secrets(vec![(name.to_string(), secret["data"].clone())]);
+    let upgraded = helm.template_against(&cluster, &MINIMAL);
+    assert_eq!(
+        upgraded.one("Secret")["data"],
+        secret["data"],
+        "the hub binds the nodes' names to the key: an upgrade must keep it"
+    );
+}
+
+#[test]
 fn the_agent_holds_no_capability_and_sees_the_gpus_through_the_nvidia_runtime() {
-    let Some(helm) = Helm::get() else { return };
+    let Some(helm) = helm() else { return };
     let rendered = helm.template(&MINIMAL, &[]);
-    let ds = rendered.daemonset();
+    let ds = daemonset(&rendered);
     let pod = &ds["spec"]["template"]["spec"];
     let container = agent_container(ds);
     let sc = &container["securityContext"];
@@ -502,9 +231,9 @@ fn the_agent_holds_no_capability_and_sees_the_gpus_through_the_nvidia_runtime() 
 
 #[test]
 fn every_option_renders_as_documented() {
-    let Some(helm) = Helm::get() else { return };
+    let Some(helm) = helm() else { return };
     let rendered = helm.template(&[], &["all-options-values.yaml"]);
-    let ds = rendered.daemonset();
+    let ds = daemonset(&rendered);
     let pod = &ds["spec"]["template"]["spec"];
     let container = agent_container(ds);
     let all_args = args(ds);
@@ -591,29 +320,10 @@ fn every_option_renders_as_documented() {
 
 #[test]
 fn the_kubernetes_executor_gets_least_privilege_rbac() {
-    let Some(helm) = Helm::get() else { return };
+    let Some(helm) = helm() else { return };
     let rendered = helm.template(&[], &["all-options-values.yaml"]);
     let role = rendered.one("ClusterRole");
-    let mut granted = BTreeSet::new();
-    for rule in role["rules"].as_sequence().expect("rules") {
-        let groups = strings(&rule["apiGroups"]);
-        let resources = strings(&rule["resources"]);
-        let verbs = strings(&rule["verbs"]);
-        assert!(
-            rule["nonResourceURLs"].is_null() && rule["resourceNames"].is_null(),
-            "{rule:?}"
-        );
-        for part in groups.iter().chain(&resources).chain(&verbs) {
-            assert!(!part.contains('*'), "wildcard in {rule:?}");
-        }
-        for group in &groups {
-            for resource in &resources {
-                for verb in &verbs {
-                    granted.insert(format!("{group}/{resource}:{verb}"));
-                }
-            }
-        }
-    }
+    let granted = grants(role);
     let expected: BTreeSet<String> = [
         "/namespaces:create",
         "/namespaces:get",
@@ -638,16 +348,16 @@ fn the_kubernetes_executor_gets_least_privilege_rbac() {
     assert_eq!(subject["name"], account["metadata"]["name"]);
     assert_eq!(subject["namespace"].as_str(), Some("agora-system"));
     assert_eq!(
-        rendered.daemonset()["spec"]["template"]["spec"]["serviceAccountName"],
+        daemonset(&rendered)["spec"]["template"]["spec"]["serviceAccountName"],
         account["metadata"]["name"]
     );
 }
 
 #[test]
 fn privileged_and_per_node_keys_only_when_asked() {
-    let Some(helm) = Helm::get() else { return };
+    let Some(helm) = helm() else { return };
     let rendered = helm.template(&[], &["privileged-per-node-values.yaml"]);
-    let ds = rendered.daemonset();
+    let ds = daemonset(&rendered);
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(
         agent_container(ds)["securityContext"]["privileged"].as_bool(),
@@ -672,7 +382,7 @@ fn privileged_and_per_node_keys_only_when_asked() {
 
 #[test]
 fn mistakes_fail_naming_the_value_to_fix() {
-    let Some(helm) = Helm::get() else { return };
+    let Some(helm) = helm() else { return };
     let cases: [(&[&str], &str); 8] = [
         (&[], "hub.url is required"),
         (&["region=eu-west"], "hub.url"),

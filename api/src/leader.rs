@@ -141,7 +141,7 @@ impl Leadership {
 
 /// A holder id unique to this process start: the host (a pod's name in Kubernetes), the process
 /// id, and a random part so a restarted process under a reused pid is a new holder too.
-fn holder_id() -> String {
+pub fn holder_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

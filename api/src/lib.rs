@@ -25,6 +25,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod scheduling;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod store;
 pub mod submission;

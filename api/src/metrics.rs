@@ -56,6 +56,9 @@ pub struct Metrics {
     /// otherwise interleave their clear-and-refill, and the heartbeat-age histogram, rebuilt by
     /// observing every node, would count nodes twice.
     render: Mutex<()>,
+    /// Registries of components that run inside the hub (the Kubernetes operator), served with
+    /// the hub's own metrics under the same `agora_` prefix.
+    components: Mutex<Vec<Registry>>,
 }
 
 impl Default for Metrics {
@@ -193,6 +196,7 @@ impl Metrics {
             gpus,
             heartbeat_age,
             render: Mutex::new(()),
+            components: Mutex::default(),
         }
     }
 
@@ -286,9 +290,32 @@ impl Metrics {
         }
 
         let mut out = String::new();
-        prometheus_text::encode(&mut out, &self.registry)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        // The classic text format has no end marker: registries' texts follow one another.
+        let encoded = prometheus_text::encode(&mut out, &self.registry).and_then(|()| {
+            let components = self
+                .components
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            components
+                .iter()
+                .try_for_each(|registry| prometheus_text::encode(&mut out, registry))
+        });
+        encoded.map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
         Ok(out)
+    }
+
+    /// Serves `registry` (a component running in the hub) with the hub's metrics; it should use
+    /// the `agora` prefix too ([`Metrics::component_registry`]).
+    pub fn add_component(&self, registry: Registry) {
+        self.components
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(registry);
+    }
+
+    /// A registry for a component, with the hub's `agora` prefix.
+    pub fn component_registry() -> Registry {
+        Registry::with_prefix("agora")
     }
 }
 

@@ -343,6 +343,11 @@ impl RunningHub {
         &self.state.store
     }
 
+    /// The hub's state, for components that run in-process and call [`crate::service`].
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// Runs until the server stops on its own (an error) or `signal` completes, then shuts down.
     pub async fn serve_until(
         self,

@@ -131,6 +131,8 @@ pub fn job(row: &JobRow, assignments: &[AssignmentRow], regions: &HashMap<String
             start_time: row.started_at.map(time),
             completion_time: row.finished_at.map(time),
             observed_generation: None,
+            job_id: Some(row.id.clone()),
+            event_cursor: None,
         },
         results: assignments
             .iter()
@@ -264,9 +266,10 @@ pub fn node(row: &NodeRow, now_ms: i64, timeout_ms: i64) -> Node {
     }
 }
 
-/// An event log entry as the API shows it.
-pub fn event(row: &EventRow) -> JobEvent {
+/// An event log entry as the API shows it, `position` being its place in the log.
+pub fn event(position: i64, row: &EventRow) -> JobEvent {
     JobEvent {
+        cursor: position.to_string(),
         time: time(row.at),
         from: row.from_phase,
         to: row.to_phase,

@@ -142,6 +142,9 @@ pub struct ErrorDetail {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobEvent {
+    /// The event's position in the log: `?after=` this cursor lists the events that came after
+    /// it (the operator keeps the last one it turned into a Kubernetes Event).
+    pub cursor: String,
     /// When it happened.
     pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
     /// The phase before, absent for the submission.

@@ -17,10 +17,9 @@ use crds::{
 use crate::{
     error::{ApiError, ApiResult},
     extract::{Path, RawBody, Tenant},
-    ids,
+    service,
     state::AppState,
-    store::{CancelOutcome, JobRow, NewJob, SubmitOutcome},
-    submission, views,
+    submission,
 };
 
 pub fn router() -> Router<AppState> {
@@ -56,38 +55,13 @@ async fn submit(
         }
     };
     let parsed = submission::parse(&body.bytes, body.content_type.as_deref(), &state.validator)?;
-    let id = ids::job_id();
-    // Until the job is committed, the scheduling loop must not page past its id.
-    let _writing = state.arrivals.writing(&id);
-    let outcome = state
-        .store
-        .submit_job(NewJob {
-            id,
-            tenant_id: tenant,
-            name: parsed.name,
-            spec: parsed.spec,
-            idempotency_key: key,
-            request_hash: parsed.digest,
-        })
-        .await?;
-    let (status, row) = match outcome {
-        SubmitOutcome::Created(row) => {
-            state.metrics.jobs_submitted.inc();
-            state.wake_scheduler.notify_one();
-            (StatusCode::CREATED, row)
-        }
-        SubmitOutcome::Existing(row) => (StatusCode::OK, row),
-        SubmitOutcome::KeyReused { existing_id } => {
-            return Err(ApiError::conflict(
-                "idempotency_key_reused",
-                format!(
-                    "this Idempotency-Key was used for job {existing_id} with a different body"
-                ),
-            ));
-        }
+    let (created, job) = service::submit(&state, &tenant, key, parsed).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    let location = HeaderValue::from_str(&format!("/v1/jobs/{}", row.id)).ok();
-    let job = job_view(&state, &row).await?;
+    let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).ok();
     let mut response = (status, axum::Json(job)).into_response();
     if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
@@ -100,12 +74,7 @@ async fn read(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Job>> {
-    let row = state
-        .store
-        .get_job(Some(&tenant), &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
-    Ok(axum::Json(job_view(&state, &row).await?))
+    Ok(axum::Json(service::job(&state, &tenant, &id).await?))
 }
 
 async fn list(
@@ -133,7 +102,7 @@ async fn list(
         .await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        items.push(job_view(&state, row).await?);
+        items.push(service::job_view(&state, row).await?);
     }
     Ok(axum::Json(List { items, next }))
 }
@@ -143,19 +112,7 @@ async fn cancel(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Job>> {
-    let row = match state.store.cancel_job(&tenant, &id).await? {
-        CancelOutcome::NotFound => return Err(ApiError::NotFound(format!("job {id}"))),
-        // Its workers learn to stop from their agents' next heartbeats.
-        CancelOutcome::Cancelled(row) => row,
-        CancelOutcome::AlreadyFinal(row) if row.phase == JobPhase::Cancelled => row,
-        CancelOutcome::AlreadyFinal(row) => {
-            return Err(ApiError::conflict(
-                "job_finished",
-                format!("job {id} already ended ({})", row.phase),
-            ));
-        }
-    };
-    Ok(axum::Json(job_view(&state, &row).await?))
+    Ok(axum::Json(service::cancel(&state, &tenant, &id).await?))
 }
 
 async fn events(
@@ -177,48 +134,9 @@ async fn events(
             })
         })
         .transpose()?;
-    state
-        .store
-        .get_job(Some(&tenant), &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
-    let (rows, next) = state.store.job_events_page(&id, after, page.limit).await?;
-    Ok(axum::Json(JobEventList {
-        items: rows.iter().map(views::event).collect(),
-        next,
-    }))
-}
-
-/// A job with its current placement.
-async fn job_view(state: &AppState, row: &JobRow) -> ApiResult<Job> {
-    let assignments = if row.attempt > 0 {
-        state.store.job_assignments(&row.id, row.attempt).await?
-    } else {
-        Vec::new()
-    };
-    let mut regions = HashMap::new();
-    for a in &assignments {
-        if !regions.contains_key(&a.node_name)
-            && let Some(node) = state.store.get_node(&a.node_name).await?
-        {
-            regions.insert(a.node_name.clone(), node.region);
-        }
-    }
-    let mut job = views::job(row, &assignments, &regions);
-    job.receipts = state
-        .store
-        .job_receipts(&row.id)
-        .await?
-        .into_iter()
-        .map(|r| crds::rest::WorkerReceipt {
-            assignment: r.assignment_id,
-            sequence: r.sequence,
-            gpu_millis: r.gpu_millis,
-            amount_micros: r.amount_micros,
-            until_ms: r.until_ms,
-        })
-        .collect();
-    Ok(job)
+    Ok(axum::Json(
+        service::events(&state, &tenant, &id, after, page.limit).await?,
+    ))
 }
 
 /// `limit` and `after` of a list request.

@@ -13,6 +13,7 @@ use super::jobs::Page;
 use crate::{
     error::{ApiError, ApiResult},
     extract::{Path, Tenant},
+    service,
     state::AppState,
     store::now_ms,
     views,
@@ -30,17 +31,7 @@ async fn list(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<axum::Json<List<Node>>> {
     let page = Page::from_query(&query, &[])?;
-    let (rows, next) = state
-        .store
-        .list_nodes(page.after.as_deref(), page.limit)
-        .await?;
-    let (now, timeout) = (now_ms(), state.settings.node_timeout.as_millis() as i64);
-    let mut items: Vec<Node> = rows.iter().map(|n| views::node(n, now, timeout)).collect();
-    state
-        .sessions
-        .network
-        .annotate(&state.store, &mut items)
-        .await?;
+    let (items, next) = service::nodes(&state, page.after.as_deref(), page.limit).await?;
     Ok(axum::Json(List { items, next }))
 }
 

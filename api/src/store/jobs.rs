@@ -126,6 +126,18 @@ impl Store {
         })
     }
 
+    /// The job `tenant_id` submitted under the idempotency `key`, if any.
+    pub async fn job_for_key(&self, tenant_id: &str, key: &str) -> Result<Option<JobRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2"
+        )))
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(JobRow::from_row).transpose()
+    }
+
     /// A job by id; with a tenant, only that tenant's job.
     pub async fn get_job(&self, tenant_id: Option<&str>, id: &str) -> Result<Option<JobRow>> {
         let row = sqlx::query(AssertSqlSafe(format!(
@@ -307,14 +319,15 @@ impl Store {
         rows.iter().map(EventRow::from_row).collect()
     }
 
-    /// One page of a job's events, oldest first: up to `limit` after the event whose cursor is
-    /// `after` (events are numbered in the order they were written), and the next page's cursor.
+    /// One page of a job's events, oldest first, each with its position: up to `limit` after the
+    /// event at position `after` (events are numbered in the order they were written), and the
+    /// next page's cursor.
     pub async fn job_events_page(
         &self,
         job_id: &str,
         after: Option<i64>,
         limit: u32,
-    ) -> Result<(Vec<EventRow>, Option<String>)> {
+    ) -> Result<(Vec<(i64, EventRow)>, Option<String>)> {
         let rows = sqlx::query(
             "SELECT id, at, from_phase, to_phase, reason, message, attempt, node FROM job_events \
              WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
@@ -329,7 +342,7 @@ impl Store {
             .map(|row| Ok((row.try_get::<i64, _>("id")?, EventRow::from_row(row)?)))
             .collect::<Result<Vec<_>>>()?;
         let next = super::cut_page(&mut page, limit, |(id, _)| id.to_string());
-        Ok((page.into_iter().map(|(_, event)| event).collect(), next))
+        Ok((page, next))
     }
 
     /// Number of jobs in each phase (for metrics).

@@ -512,6 +512,15 @@ pub struct ComputeJobStatus {
     /// The CR generation this status describes (set by the operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The hub's id for the job (`GET /v1/jobs/{id}`), set by the operator once the hub accepted
+    /// the ComputeJob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// How far into the hub's event log of the job the operator has turned events into
+    /// Kubernetes Events (a cursor from `GET /v1/jobs/{id}/events`), so that an operator restart
+    /// does not repeat them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_cursor: Option<String>,
 }
 
 /// Lifecycle phases of a job.

@@ -1,0 +1,3 @@
+//! Helpers shared by the integration tests of the root crate.
+
+pub mod helm;
