@@ -16,8 +16,10 @@ use crate::{
     store::{ApiKeyInfo, RevokeOutcome, Store},
 };
 
-/// The longest tenant name; tenants are named like Kubernetes namespaces.
-const MAX_TENANT_CHARS: usize = 63;
+/// The longest tenant name; tenants are named like Kubernetes namespaces, and a namespace's
+/// ComputeJobs belong to the tenant `k8s-` + its name (63 characters at most), which must be
+/// reachable here too.
+const MAX_TENANT_CHARS: usize = 67;
 
 /// `agora admin …`
 #[derive(clap::Subcommand, Debug, Clone)]

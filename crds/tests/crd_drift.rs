@@ -48,7 +48,18 @@ fn computejob_names_scope_and_columns() {
     );
     assert_eq!(
         columns(&crd),
-        ["Phase", "Workers", "GPUs", "Price", "Nodes", "Age"]
+        [
+            "Phase",
+            "Workers",
+            "GPUs",
+            "Price",
+            "Nodes",
+            "Cost",
+            "Age",
+            "Reason (wide)",
+            "Attempts (wide)",
+            "Job (wide)"
+        ]
     );
 }
 
@@ -65,7 +76,19 @@ fn gpunode_names_scope_and_columns() {
     );
     assert_eq!(
         columns(&crd),
-        ["Region", "Model", "GPUs", "Free", "Price", "Ready", "Age"]
+        [
+            "Region",
+            "Model",
+            "GPUs",
+            "Free",
+            "Price",
+            "Ready",
+            "Healthy",
+            "Age",
+            "TFLOPS (wide)",
+            "Simulated (wide)",
+            "Operator (wide)"
+        ]
     );
 }
 
@@ -127,12 +150,19 @@ fn assert_names(
     );
 }
 
-fn columns(crd: &CustomResourceDefinition) -> Vec<&str> {
+/// The `kubectl get` columns, those shown only with `-o wide` marked so.
+fn columns(crd: &CustomResourceDefinition) -> Vec<String> {
     let columns = crd.spec.versions[0]
         .additional_printer_columns
         .as_deref()
         .unwrap_or_default();
-    columns.iter().map(|c| c.name.as_str()).collect()
+    columns
+        .iter()
+        .map(|c| match c.priority {
+            Some(p) if p > 0 => format!("{} (wide)", c.name),
+            _ => c.name.clone(),
+        })
+        .collect()
 }
 
 fn open_api_v3_schema(

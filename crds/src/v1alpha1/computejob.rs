@@ -53,9 +53,36 @@ use crate::money::Price;
         description = "Node(s) the workers run on"
     ),
     printcolumn(
+        name = "Cost",
+        type_ = "string",
+        json_path = ".status.usage.cost",
+        description = "What the GPU time used so far cost"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.reason",
+        description = "Why the job is in its phase (Unschedulable, NodeLost, …)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Attempts",
+        type_ = "integer",
+        json_path = ".status.attempts",
+        description = "Attempts started so far",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Job",
+        type_ = "string",
+        json_path = ".status.jobId",
+        description = "The hub's id for the job (agora job get ID)",
+        priority = "1"
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

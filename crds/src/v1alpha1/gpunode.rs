@@ -52,9 +52,35 @@ use crate::money::Price;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "TFLOPS",
+        type_ = "number",
+        json_path = ".status.benchmarkTflops",
+        description = "Measured matrix-multiply throughput",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Simulated",
+        type_ = "boolean",
+        json_path = ".status.simulated",
+        description = "Simulated GPUs (development and tests only)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Operator",
+        type_ = "string",
+        json_path = ".spec.operatorAddress",
+        description = "The chain address whose stake backs the node",
+        priority = "1"
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
