@@ -166,10 +166,12 @@ mod tests {
 
     #[test]
     fn tenant_names_follow_the_namespace_rule() {
-        for good in ["default", "team-a", "a", "x1"] {
+        // The longest namespace's tenant: `k8s-` and 63 characters.
+        let longest_namespace = format!("k8s-{}", "a".repeat(63));
+        for good in ["default", "team-a", "a", "x1", &longest_namespace] {
             assert!(check_tenant(good).is_ok(), "{good}");
         }
-        for bad in ["", "Team", "-a", "a-", "a_b", "a b", &"a".repeat(64)] {
+        for bad in ["", "Team", "-a", "a-", "a_b", "a b", &"a".repeat(68)] {
             assert!(check_tenant(bad).is_err(), "{bad}");
         }
     }

@@ -701,17 +701,31 @@ pub fn spawn_agent(
     gpus: &str,
     price: &str,
 ) -> Process {
+    spawn_agent_with(hub_url, dir, name, region, gpus, price, &[])
+}
+
+/// [`spawn_agent`] with `extra` arguments (e.g. `--executor process`).
+pub fn spawn_agent_with(
+    hub_url: &str,
+    dir: &Path,
+    name: &str,
+    region: &str,
+    gpus: &str,
+    price: &str,
+    extra: &[&str],
+) -> Process {
     let key = dir.join(format!("{name}.key"));
     // Kept across restarts like the key (the agent's undelivered reports and started work).
     let state = dir.join("agent-state");
-    let cmd = agora_command(&[
+    let (key, state) = (key.to_string_lossy(), state.to_string_lossy());
+    let mut args = vec![
         "agent",
         "--hub",
         hub_url,
         "--key",
-        &key.to_string_lossy(),
+        &key,
         "--state-dir",
-        &state.to_string_lossy(),
+        &state,
         "--name",
         name,
         "--region",
@@ -720,8 +734,9 @@ pub fn spawn_agent(
         gpus,
         "--price",
         price,
-    ]);
-    Process::spawn(name, dir, cmd)
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn(name, dir, agora_command(&args))
 }
 
 /// Which database a hub under test runs on.
@@ -942,6 +957,18 @@ impl ServerHub {
     /// Starts an external `agora agent` against this hub ([`spawn_agent`]), in the hub's directory.
     pub fn agent(&self, name: &str, region: &str, gpus: &str, price: &str) -> Process {
         spawn_agent(&self.url, &self.dir, name, region, gpus, price)
+    }
+
+    /// [`ServerHub::agent`] with `extra` arguments ([`spawn_agent_with`]).
+    pub fn agent_with(
+        &self,
+        name: &str,
+        region: &str,
+        gpus: &str,
+        price: &str,
+        extra: &[&str],
+    ) -> Process {
+        spawn_agent_with(&self.url, &self.dir, name, region, gpus, price, extra)
     }
 
     /// Runs `agora ARGS` against this hub (`AGORA_HUB`, `AGORA_API_KEY` set).

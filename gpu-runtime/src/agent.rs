@@ -6,6 +6,7 @@
 //! the agent register again), or answers getting lost (final reports are kept until acknowledged, and
 //! heartbeats carry every held assignment's state). See [`run`].
 
+mod checkpoints;
 mod held;
 mod metering;
 mod session;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use crds::{
     agent::{
-        AssignmentList, ChallengeRequest, ChallengeResponse, HeartbeatRequest, HeartbeatResponse,
-        PROTOCOL_VERSION, RegisterRequest, RegisterResponse, StatusReport,
+        AssignmentList, ChallengeRequest, ChallengeResponse, CheckpointReport, HeartbeatRequest,
+        HeartbeatResponse, PROTOCOL_VERSION, RegisterRequest, RegisterResponse, StatusReport,
     },
     rest::ErrorBody,
 };
@@ -247,6 +247,26 @@ impl HubClient {
             .request(
                 Method::POST,
                 &["assignments", assignment, "status"],
+                Some(token),
+            )
+            .json(report);
+        self.send(builder).await.map(drop)
+    }
+
+    /// `POST /v1/agent/assignments/{id}/checkpoint`: a checkpoint the worker saved. Its `seq` is
+    /// shared with the assignment's status reports; the hub answers a retry of one it has (or any
+    /// report at or below its highest `seq`) `409` `stale_report`, and one on an assignment that
+    /// is over `409` `assignment_final`.
+    pub async fn report_checkpoint(
+        &self,
+        token: &str,
+        assignment: &str,
+        report: &CheckpointReport,
+    ) -> Result<(), ClientError> {
+        let builder = self
+            .request(
+                Method::POST,
+                &["assignments", assignment, "checkpoint"],
                 Some(token),
             )
             .json(report);

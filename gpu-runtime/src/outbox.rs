@@ -1,9 +1,9 @@
 //! The agent's on-disk state (`--state-dir`): what must survive the agent's own restart.
 //!
-//! - [`Outbox`]: reports for the hub that must not be lost: final status reports and usage
-//!   receipts ([`crate::receipts`]); checkpoint reports are meant to go the same way. Each record is one JSON
-//!   file, written to a temporary name, fsync'd, renamed into place and the directory fsync'd, so a
-//!   crash leaves either the whole record or none. A record is removed once the hub acknowledged it
+//! - [`Outbox`]: reports for the hub that must not be lost: final status reports, usage
+//!   receipts ([`crate::receipts`]) and checkpoint reports. Each record is one JSON file, written
+//!   to a temporary name, fsync'd, renamed into place and the directory fsync'd, so a crash leaves
+//!   either the whole record or none. A record is removed once the hub acknowledged it
 //!   (`409 stale_report` counts: the hub has it). Records are numbered in the order they were
 //!   written, and a restarted agent delivers what it finds in that order, which keeps each
 //!   assignment's reports in their `seq` order.
@@ -118,7 +118,7 @@ pub struct Record {
     /// The report's `seq` on its assignment.
     pub seq: u64,
     /// What the report is, which says where it goes (`status`: a status report; `receipt`: a
-    /// usage receipt).
+    /// usage receipt; `checkpoint`: a checkpoint report).
     pub kind: String,
     /// The report as the hub takes it.
     pub body: serde_json::Value,
@@ -126,6 +126,9 @@ pub struct Record {
 
 /// The kind of a record holding a [`crds::agent::StatusReport`].
 pub const STATUS: &str = "status";
+
+/// The kind of a record holding a [`crds::agent::CheckpointReport`].
+pub const CHECKPOINT: &str = "checkpoint";
 
 /// Reports kept on disk until the hub acknowledges them (see the module docs).
 #[derive(Debug)]

@@ -78,8 +78,7 @@ pub async fn run<H: Hub>(
                 config.lease.identity.clone(),
                 config.job_poll,
             ));
-            let shutdown = term.clone().cancelled_owned();
-            let computejobs = tokio::spawn(computejob::run(ctx, shutdown));
+            let computejobs = tokio::spawn(computejob::run(ctx, term.clone()));
             let mirror = tokio::spawn(mirror_loop(
                 Mirror::new(
                     client.clone(),
@@ -119,7 +118,12 @@ async fn mirror_loop<H: Hub>(
     info!("GpuNode mirror started");
     loop {
         let started = std::time::Instant::now();
-        let result = mirror.pass().await;
+        // A pass waiting on the API server does not hold up a step-down: its writes are
+        // idempotent applies, and the next leader's first pass finishes the job.
+        let result = tokio::select! {
+            () = stop.cancelled() => break,
+            result = mirror.pass() => result,
+        };
         let error = result.as_ref().err();
         if let Some(e) = error {
             warn!(error = %e, "GpuNode mirror pass failed");
@@ -135,4 +139,129 @@ async fn mirror_loop<H: Hub>(
         }
     }
     info!("GpuNode mirror stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::fixtures::{self, FakeHub};
+
+    fn reply(send: tower_test::mock::SendResponse<Response<Body>>, status: u16, body: &Value) {
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(body).unwrap()))
+                .unwrap(),
+        );
+    }
+
+    async fn body(request: Request<Body>) -> Value {
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    }
+
+    /// A whole run: the replica writes nothing before it holds the Lease, then runs both
+    /// controllers, and releases the Lease when stopped.
+    #[tokio::test]
+    async fn the_controllers_run_only_under_the_lease_which_is_released_at_shutdown() {
+        let (client, mut server) = fixtures::client();
+        let mut config = Config::new("agora".into(), "hub-0".into());
+        config.mirror_interval = Duration::from_millis(50);
+        let metrics = Metrics::unregistered();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            client,
+            Arc::new(FakeHub::default()),
+            config,
+            metrics.clone(),
+            stop.clone(),
+        ));
+
+        let lease_path = "/apis/coordination.k8s.io/v1/namespaces/agora/leases/agora-operator";
+        let mut leading = false;
+        let mut seen = BTreeSet::new();
+        // Watches are held open, as an API server does.
+        let mut open_watches = Vec::new();
+        let mut lease: Option<Value> = None;
+        loop {
+            let (request, send) = server.next_request().await.expect("a request");
+            let method = request.method().as_str().to_string();
+            let path = request.uri().path().to_string();
+            let query = request.uri().query().unwrap_or("").to_string();
+            assert!(
+                crate::rbac::permits(&method, &path, &query),
+                "{method} {path} is not in the operator's RBAC"
+            );
+            if !path.contains("/leases") {
+                assert!(leading, "{method} {path} before holding the Lease");
+                seen.insert(format!("{method} {path}"));
+            }
+            match (method.as_str(), path.as_str()) {
+                ("GET", p) if p == lease_path => match &lease {
+                    None => reply(send, 404, &fixtures::not_found()),
+                    Some(l) => reply(send, 200, l),
+                },
+                ("POST", "/apis/coordination.k8s.io/v1/namespaces/agora/leases") => {
+                    let mut created = body(request).await;
+                    created["metadata"]["resourceVersion"] = json!("1");
+                    lease = Some(created.clone());
+                    leading = true;
+                    reply(send, 201, &created);
+                }
+                ("PUT", p) if p == lease_path => {
+                    let replaced = body(request).await;
+                    let holder = replaced["spec"]["holderIdentity"].clone();
+                    lease = Some(replaced.clone());
+                    reply(send, 200, &replaced);
+                    if holder.is_null() {
+                        break;
+                    }
+                }
+                ("GET", "/apis/agora.dev/v1alpha1/computejobs") if query.contains("watch=true") => {
+                    open_watches.push(send);
+                }
+                ("GET", "/apis/agora.dev/v1alpha1/computejobs") => reply(
+                    send,
+                    200,
+                    &json!({"apiVersion": "agora.dev/v1alpha1", "kind": "ComputeJobList",
+                            "metadata": {"resourceVersion": "1"}, "items": []}),
+                ),
+                ("GET", "/apis/agora.dev/v1alpha1/gpunodes") => {
+                    reply(
+                        send,
+                        200,
+                        &json!({"apiVersion": "agora.dev/v1alpha1", "kind": "GpuNodeList",
+                                "metadata": {"resourceVersion": "1"}, "items": []}),
+                    );
+                    // Both controllers asked: stop.
+                    if seen.iter().any(|s| s.contains("computejobs")) && !stop.is_cancelled() {
+                        stop.cancel();
+                    }
+                }
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+        task.await.unwrap();
+        drop(open_watches);
+        assert!(
+            seen.contains("GET /apis/agora.dev/v1alpha1/computejobs"),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains("GET /apis/agora.dev/v1alpha1/gpunodes"),
+            "{seen:?}"
+        );
+        assert_eq!(metrics.queue_depth(crate::metrics::COMPUTEJOB), 0);
+        assert_eq!(
+            lease.unwrap()["spec"]["holderIdentity"],
+            Value::Null,
+            "released for the next replica"
+        );
+    }
 }

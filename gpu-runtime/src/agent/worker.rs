@@ -12,6 +12,9 @@
 //! restart, is not run again but reported `Failed` ([`RESTARTED`]), so the hub retries the job
 //! elsewhere or fails it by its retry policy; whatever is left of the old worker is killed.
 //!
+//! The checkpoints the worker reports meanwhile go to the hub the same way ([`super::checkpoints`]),
+//! the last of them before the final report.
+//!
 //! Each report carries its number on the assignment (`seq`), recorded on disk before it is used, so
 //! numbering continues across restarts; a retry repeats the number, so the hub applies a report
 //! once, and a retry of one whose answer was lost (the hub has it) is answered `409 stale_report`,
@@ -31,7 +34,7 @@ use super::Shared;
 use crate::{
     backoff::{Backoff, FailureStreak},
     client::ClientError,
-    executor::{ExecutorKind, Executors, Outcome, WorkerId},
+    executor::{CheckpointSink, ExecutorKind, Executors, Outcome, WorkerId},
     outbox::{self, Outbox, Record, Started},
 };
 
@@ -120,7 +123,7 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
             .executors
             .clean_up_after_restart(id, &WorkerId::of(&assignment))
             .await;
-        end(&shared, id, Outcome::failed(RESTARTED), Vec::new()).await;
+        end(&shared, id, Outcome::failed(RESTARTED), Vec::new(), None).await;
         return;
     }
     info!(
@@ -166,17 +169,27 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
         forget(&shared, id);
         return;
     }
-    let work = state.executors.run(&assignment, &state.gpus, &stop);
-    let (outcome, receipts) = super::metering::metered(&shared, &assignment, work).await;
+    let (sink, checkpoints) = CheckpointSink::channel();
+    let work = state.executors.run(&assignment, &state.gpus, &stop, &sink);
+    let work = super::metering::metered(&shared, &assignment, work);
+    let ((outcome, receipts), checkpoint) =
+        super::checkpoints::alongside(&shared, id, checkpoints, work).await;
     let outcome = explain_stop(outcome, &shared.stopping);
-    end(&shared, id, outcome, receipts).await;
+    end(&shared, id, outcome, receipts, checkpoint).await;
 }
 
 /// Reports how `id` ended: written to the outbox, then delivered until acknowledged, after the
-/// worker's final usage `receipts` (already in the outbox). Once the hub has it, the assignment is
-/// forgotten; a report still undelivered at shutdown stays in the outbox, and so does the
-/// assignment's started record.
-async fn end(shared: &Shared, id: &str, outcome: Outcome, receipts: Vec<Record>) {
+/// worker's last `checkpoint` and final usage `receipts` (already in the outbox): the hub takes no
+/// checkpoint once the assignment is over. Once the hub has it, the assignment is forgotten; a
+/// report still undelivered at shutdown stays in the outbox, and so does the assignment's started
+/// record.
+async fn end(
+    shared: &Shared,
+    id: &str,
+    outcome: Outcome,
+    receipts: Vec<Record>,
+    checkpoint: Option<super::checkpoints::Pending>,
+) {
     shared.held.set_state(id, outcome.state);
     match outcome.state {
         WorkerState::Succeeded => info!("succeeded"),
@@ -191,8 +204,10 @@ async fn end(shared: &Shared, id: &str, outcome: Outcome, receipts: Vec<Record>)
     });
     match stored {
         Ok((record, report)) => {
-            if !super::metering::deliver_pending(shared, receipts).await {
-                // Shutting down: both stay in the outbox for the next start.
+            if !super::checkpoints::deliver_final(shared, checkpoint).await
+                || !super::metering::deliver_pending(shared, receipts).await
+            {
+                // Shutting down: they all stay in the outbox for the next start.
                 return;
             }
             if report_final(shared, id, &report).await {
@@ -205,6 +220,7 @@ async fn end(shared: &Shared, id: &str, outcome: Outcome, receipts: Vec<Record>)
             // report this agent makes on an assignment, so the hub does not take it for a replay.
             error!(error = %e, "cannot write the final report to the outbox; sending it without");
             let report = outcome.to_report(u64::from(u32::MAX));
+            super::checkpoints::deliver_final(shared, checkpoint).await;
             super::metering::deliver_pending(shared, receipts).await;
             if report_final(shared, id, &report).await {
                 forget(shared, id);
@@ -283,6 +299,13 @@ async fn redeliver_one(shared: Arc<Shared>, id: String, records: Vec<Record>) {
             (outbox::STATUS, Ok(report)) => report,
             (crate::receipts::KIND, _) => {
                 if !super::metering::deliver_kept(&shared, record).await {
+                    return;
+                }
+                remove(&shared, record);
+                continue;
+            }
+            (outbox::CHECKPOINT, _) => {
+                if !super::checkpoints::deliver_kept(&shared, record).await {
                     return;
                 }
                 remove(&shared, record);

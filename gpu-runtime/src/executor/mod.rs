@@ -18,6 +18,7 @@
 //! `docs/workers.md`).
 
 pub mod builtin;
+pub mod checkpoint_marker;
 pub mod kubernetes;
 pub mod process;
 
@@ -29,7 +30,10 @@ use crds::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub use self::builtin::{MAX_RUNTIME_EXCEEDED, SIMULATED_CAPABILITIES, run_builtin};
+pub use self::{
+    builtin::{MAX_RUNTIME_EXCEEDED, SIMULATED_CAPABILITIES, run_builtin},
+    checkpoint_marker::CheckpointSink,
+};
 
 /// [`SIMULATED_CAPABILITIES`] as the register request wants them.
 pub fn simulated_capabilities() -> Vec<String> {
@@ -152,12 +156,15 @@ impl Executors {
 
     /// Runs `assignment` with the executor its workload needs until it ends, its
     /// `maxRuntimeSeconds` passes, or `cancel` fires; `node_gpus` is the node's inventory (to turn
-    /// the assigned GPU UUIDs into device indices).
+    /// the assigned GPU UUIDs into device indices). The checkpoints the workload reports on its
+    /// output ([`checkpoint_marker`]) go to `checkpoints` as they come; builtin workloads report
+    /// none.
     pub async fn run(
         &self,
         assignment: &Assignment,
         node_gpus: &[GpuDevice],
         cancel: &CancellationToken,
+        checkpoints: &CheckpointSink,
     ) -> Outcome {
         let capability = assignment.workload.capability();
         let env = worker_env(assignment, node_gpus);
@@ -180,10 +187,10 @@ impl Executors {
             ExecutorKind::Builtin => run_builtin(assignment, &env, cancel).await,
             ExecutorKind::Process => {
                 let work_dir = self.work_root.join(&assignment.id);
-                process::run(assignment, &env, &work_dir, cancel).await
+                process::run(assignment, &env, &work_dir, cancel, checkpoints).await
             }
             ExecutorKind::Kubernetes => match &self.kubernetes {
-                Some(kubernetes) => kubernetes.run(assignment, &env, cancel).await,
+                Some(kubernetes) => kubernetes.run(assignment, &env, cancel, checkpoints).await,
                 None => Outcome::failed(
                     "the kubernetes executor is enabled but the agent has no cluster client",
                 ),
@@ -510,7 +517,12 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let outcome = builtin_only
-            .run(&assignment(process, None), &[], &CancellationToken::new())
+            .run(
+                &assignment(process, None),
+                &[],
+                &CancellationToken::new(),
+                &CheckpointSink::channel().0,
+            )
             .await;
         assert_eq!(outcome.state, WorkerState::Failed);
         assert_eq!(
@@ -534,7 +546,12 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let outcome = process_only
-            .run(&assignment(sleep, None), &[], &CancellationToken::new())
+            .run(
+                &assignment(sleep, None),
+                &[],
+                &CancellationToken::new(),
+                &CheckpointSink::channel().0,
+            )
             .await;
         assert_eq!(
             outcome.message.as_deref(),

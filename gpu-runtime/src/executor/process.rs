@@ -10,7 +10,8 @@
 //! when the worker ends), with a clean environment: `PATH` from the agent, `HOME` set to the working
 //! directory, and the worker environment ([`super::worker_env`]). The workload's output is kept
 //! in memory, the last [`TAIL_BYTES`] of stdout and stderr together, and a failure's message ends
-//! with that tail (bounded to what the hub accepts).
+//! with that tail (bounded to what the hub accepts). Both pipes are also read for the checkpoint
+//! markers the workload prints ([`super::checkpoint_marker`]).
 //!
 //! Cancel (the hub's stop, or the agent shutting down) and `maxRuntimeSeconds` end the process
 //! group with SIGTERM, then SIGKILL after [`KILL_GRACE`].
@@ -28,9 +29,11 @@ use tokio::{
     process::{Child, Command},
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
-use super::{MAX_RUNTIME_EXCEEDED, Outcome, WorkerId};
+use super::{
+    CheckpointSink, MAX_RUNTIME_EXCEEDED, Outcome, WorkerId, checkpoint_marker::SinkScanner,
+};
 
 /// The capability a node with the process executor advertises (a workload's capability when it
 /// has a `command` and neither `image` nor `builtin`).
@@ -50,12 +53,13 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs the workload of `assignment` with `env` in `work_dir` until it exits, `maxRuntimeSeconds`
-/// passes or `cancel` fires.
+/// passes or `cancel` fires, putting the checkpoints it reports into `checkpoints`.
 pub async fn run(
     assignment: &Assignment,
     env: &[EnvVar],
     work_dir: &Path,
     cancel: &CancellationToken,
+    checkpoints: &CheckpointSink,
 ) -> Outcome {
     let workload = &assignment.workload;
     if let Some(image) = &workload.image {
@@ -107,7 +111,7 @@ pub async fn run(
             {
                 warn!(file = %group_file.display(), error = %e, "cannot record the process group");
             }
-            supervise(child, assignment.max_runtime_seconds, cancel).await
+            supervise(child, assignment.max_runtime_seconds, cancel, checkpoints).await
         }
         Err(e) => Outcome::failed(format!("cannot start `{program}`: {e}")),
     };
@@ -184,6 +188,7 @@ async fn supervise(
     mut child: Child,
     max_runtime_seconds: Option<u64>,
     cancel: &CancellationToken,
+    checkpoints: &CheckpointSink,
 ) -> Outcome {
     let group = child.id();
     info!(pid = group, "process started");
@@ -192,11 +197,11 @@ async fn supervise(
         child
             .stdout
             .take()
-            .map(|out| collect(out, Arc::clone(&tail))),
+            .map(|out| collect(out, Arc::clone(&tail), checkpoints.scanner())),
         child
             .stderr
             .take()
-            .map(|err| collect(err, Arc::clone(&tail))),
+            .map(|err| collect(err, Arc::clone(&tail), checkpoints.scanner())),
     ];
     let limit = async {
         match max_runtime_seconds {
@@ -308,12 +313,14 @@ pub(crate) fn signal_group(group: Option<u32>, signal: GroupSignal) {
 #[cfg(not(unix))]
 pub(crate) fn signal_group(_group: Option<u32>, _signal: GroupSignal) {}
 
-/// Reads a pipe to its end into `tail`.
+/// Reads a pipe to its end into `tail`, and its checkpoint markers into `markers` (marker lines
+/// stay in the tail: they are output like any other).
 fn collect(
     mut pipe: impl AsyncRead + Unpin + Send + 'static,
     tail: Arc<Mutex<Tail>>,
+    mut markers: SinkScanner,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    let task = async move {
         let mut buf = vec![0; 8192];
         while let Ok(n) = pipe.read(&mut buf).await {
             if n == 0 {
@@ -322,8 +329,12 @@ fn collect(
             tail.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(&buf[..n]);
+            markers.feed(&buf[..n]);
         }
-    })
+        markers.finish();
+    };
+    // In the worker's span, so that what it reports is logged as the worker's.
+    tokio::spawn(task.instrument(tracing::Span::current()))
 }
 
 /// The last [`TAIL_BYTES`] of a process's output.
@@ -372,7 +383,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::executor::tests::assignment;
+    use crate::executor::{checkpoint_marker, tests::assignment};
 
     fn shell(script: &str) -> Workload {
         Workload {
@@ -396,6 +407,7 @@ mod tests {
             &[var("GREETING", "hello")],
             &dir.join("asg-1"),
             &CancellationToken::new(),
+            &CheckpointSink::channel().0,
         )
         .await
     }
@@ -505,7 +517,7 @@ mod tests {
         let task = tokio::spawn({
             let cancel = cancel.clone();
             let dir = dir.path().join("asg-1");
-            async move { run(&work, &[], &dir, &cancel).await }
+            async move { run(&work, &[], &dir, &cancel, &CheckpointSink::channel().0).await }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         let child = loop {
@@ -533,6 +545,55 @@ mod tests {
         assert_eq!(
             outcome.message.as_deref(),
             Some("exceeded maxRuntime; last output:\nstarted")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_marker_reaches_the_sink_while_the_process_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = dir.path().join("gate");
+        // The marker comes in two writes, a malformed one goes to stderr, and the process keeps
+        // running until the test has seen the checkpoint.
+        let script = format!(
+            r#"printf '%s' 'AGORA_CHECKPOINT {{"uri":"s3://b/run/step-'; sleep 0.1; \
+               echo '1200","step":1200}}'; echo 'AGORA_CHECKPOINT {{"uri":""}}' >&2; \
+               while [ ! -e {gate} ]; do sleep 0.05; done; exit 7"#,
+            gate = gate.display()
+        );
+        let work = assignment(shell(&script), None);
+        let (sink, mut latest) = CheckpointSink::channel();
+        let cancel = CancellationToken::new();
+        let work_dir = dir.path().join("asg-1");
+        let running = run(&work, &[], &work_dir, &cancel, &sink);
+        tokio::pin!(running);
+        let seen = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::select! {
+                changed = latest.changed() => changed.map(|()| latest.borrow_and_update().clone()),
+                outcome = &mut running => panic!("the process ended first: {outcome:?}"),
+            }
+        })
+        .await
+        .expect("a checkpoint within 20 s")
+        .expect("the sink is open");
+        assert_eq!(
+            seen,
+            Some(checkpoint_marker::Checkpoint {
+                uri: "s3://b/run/step-1200".into(),
+                step: 1200
+            })
+        );
+        std::fs::write(&gate, "").unwrap();
+        let outcome = running.await;
+        assert_eq!(outcome.exit_code, Some(7));
+        // Marker lines are output like any other: they stay in the tail.
+        let message = outcome.message.unwrap();
+        assert!(
+            message.contains(r#"AGORA_CHECKPOINT {"uri":"s3://b/run/step-1200","step":1200}"#),
+            "{message}"
+        );
+        assert!(
+            !latest.has_changed().unwrap(),
+            "the malformed marker is ignored"
         );
     }
 

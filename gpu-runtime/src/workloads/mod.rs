@@ -271,6 +271,7 @@ mod tests {
                 &assignment(benchmark(96, 2), None),
                 &[],
                 &CancellationToken::new(),
+                &crate::executor::CheckpointSink::channel().0,
             )
             .await;
         assert_eq!(outcome.state, WorkerState::Succeeded, "{outcome:?}");
@@ -289,6 +290,7 @@ mod tests {
                 &assignment(verifiable(48, 16, 5), None),
                 &[],
                 &CancellationToken::new(),
+                &crate::executor::CheckpointSink::channel().0,
             )
             .await;
         assert_eq!(outcome.state, WorkerState::Succeeded, "{outcome:?}");
@@ -313,7 +315,16 @@ mod tests {
         let work = assignment(benchmark(2048, 10_000), None);
         let task = tokio::spawn({
             let cancel = cancel.clone();
-            async move { executors().run(&work, &[], &cancel).await }
+            async move {
+                executors()
+                    .run(
+                        &work,
+                        &[],
+                        &cancel,
+                        &crate::executor::CheckpointSink::channel().0,
+                    )
+                    .await
+            }
         });
         tokio::task::yield_now().await;
         cancel.cancel();
@@ -329,6 +340,7 @@ mod tests {
                 &assignment(benchmark(2048, 10_000), Some(1)),
                 &[],
                 &CancellationToken::new(),
+                &crate::executor::CheckpointSink::channel().0,
             )
             .await;
         assert_eq!(outcome.state, WorkerState::Failed);
@@ -342,6 +354,7 @@ mod tests {
                 &assignment(verifiable(8, 9, 0), None),
                 &[],
                 &CancellationToken::new(),
+                &crate::executor::CheckpointSink::channel().0,
             )
             .await;
         assert_eq!(outcome.state, WorkerState::Failed);

@@ -46,6 +46,7 @@ use kube::{
     },
 };
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::status::Step;
@@ -111,11 +112,12 @@ pub fn resource() -> ApiResource {
     ApiResource::erase::<ComputeJob>(&())
 }
 
-/// Runs the controller until `shutdown` completes (in-flight reconciles finish first).
-pub async fn run<H: Hub>(
-    ctx: Arc<Context<H>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+/// How long in-flight reconciles get to finish once the controller is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the controller until `stop` fires; in-flight reconciles get [`SHUTDOWN_GRACE`] to finish
+/// (a reconcile cut short is repeated by the next leader: every step is idempotent).
+pub async fn run<H: Hub>(ctx: Arc<Context<H>>, stop: CancellationToken) {
     let resource = resource();
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource);
     let writer = Writer::new(resource.clone());
@@ -128,8 +130,8 @@ pub async fn run<H: Hub>(
     .applied_objects()
     .inspect_ok(move |object| metrics.queued(COMPUTEJOB, key(object)));
     info!("ComputeJob controller started");
-    Controller::for_stream_with(trigger, reader, resource)
-        .graceful_shutdown_on(shutdown)
+    let controller = Controller::for_stream_with(trigger, reader, resource)
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -138,8 +140,15 @@ pub async fn run<H: Hub>(
                 Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
                 Err(e) => warn!(error = %e, "ComputeJob controller"),
             }
-        })
-        .await;
+        });
+    let grace = async {
+        stop.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = controller => {}
+        () = grace => debug!("ComputeJob controller stopped after its shutdown grace"),
+    }
     info!("ComputeJob controller stopped");
 }
 

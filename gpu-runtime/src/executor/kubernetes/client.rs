@@ -7,7 +7,9 @@
 //! 2. watch the Pod (a `watch` on the single Pod by field selector, re-issued from a fresh `get`
 //!    whenever the API server ends it) until its phase is `Succeeded` or `Failed`; a failure's
 //!    message names the container's exit code and ends with the log tail (`pods/log` with
-//!    `tailLines`, the whole message within [`MAX_MESSAGE_BYTES`]);
+//!    `tailLines`, the whole message within [`MAX_MESSAGE_BYTES`]); meanwhile, once the container
+//!    started, follow its log (`pods/log?follow=true`) for the checkpoint markers the workload
+//!    prints ([`super::follow`]);
 //! 3. on cancel (the hub's stop, the agent shutting down) or at `maxRuntimeSeconds`, delete the Pod
 //!    at once, with [`KILL_GRACE`] for the workload to exit;
 //! 4. whatever the ending, delete the Pod, then the namespace (and with it the NetworkPolicy)
@@ -31,12 +33,17 @@ use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, LogParams, PostParams, WatchEvent, WatchParams},
 };
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
-use super::{CONTAINER, PodOptions, namespace, namespace_name, network_policy, pod};
+use super::{
+    CONTAINER, PodOptions,
+    follow::{self, Progress},
+    namespace, namespace_name, network_policy, pod,
+};
 use crate::executor::{
-    MAX_RUNTIME_EXCEEDED, Outcome, WorkerId,
+    CheckpointSink, MAX_RUNTIME_EXCEEDED, Outcome, WorkerId,
     process::{KILL_GRACE, MAX_MESSAGE_BYTES, with_tail},
 };
 
@@ -45,6 +52,9 @@ pub const LOG_TAIL_LINES: i64 = 200;
 
 /// How long one watch request lasts before the API server ends it and the executor re-issues it.
 const WATCH_TIMEOUT_SECONDS: u32 = 290;
+
+/// How long the log is still followed after the Pod ended, for the markers printed last.
+const LOG_GRACE: Duration = Duration::from_secs(5);
 
 /// Waiting reasons after which a Pod never starts by itself: the worker fails instead of waiting
 /// for its deadline.
@@ -91,12 +101,14 @@ impl Executor {
     }
 
     /// Runs `assignment`'s container with `env` until it ends, `maxRuntimeSeconds` passes or
-    /// `cancel` fires, then deletes what it created.
+    /// `cancel` fires, then deletes what it created. The checkpoints the workload reports on its
+    /// log go to `checkpoints`.
     pub async fn run(
         &self,
         assignment: &Assignment,
         env: &[EnvVar],
         cancel: &CancellationToken,
+        checkpoints: &CheckpointSink,
     ) -> Outcome {
         let pod = match pod(assignment, env, &self.options) {
             Ok(pod) => pod,
@@ -120,8 +132,14 @@ impl Executor {
                 Err(e) => refused(&e, "create", "pods", &format!("the Pod {ns}/{name}")),
                 Ok(_) => {
                     info!(namespace = %ns, pod = name, "pod created");
-                    let outcome =
-                        supervise(&pods, name, assignment.max_runtime_seconds, cancel).await;
+                    let outcome = supervise(
+                        &pods,
+                        name,
+                        assignment.max_runtime_seconds,
+                        cancel,
+                        checkpoints,
+                    )
+                    .await;
                     delete_pod(&pods, name).await;
                     outcome
                 }
@@ -200,12 +218,14 @@ fn refused(error: &kube::Error, verb: &str, resource: &str, what: &str) -> Outco
     }
 }
 
-/// Waits for the Pod to end, deleting it on cancel or at the runtime limit.
+/// Waits for the Pod to end, following its log for checkpoints meanwhile; the caller deletes it
+/// (at once on cancel or at the runtime limit).
 async fn supervise(
     pods: &Api<Pod>,
     name: &str,
     max_runtime_seconds: Option<u64>,
     cancel: &CancellationToken,
+    checkpoints: &CheckpointSink,
 ) -> Outcome {
     let limit = async {
         match max_runtime_seconds {
@@ -213,26 +233,48 @@ async fn supervise(
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        ended = wait_for_end(pods, name) => match ended {
-            Ok(Ended::Succeeded) => Outcome::succeeded(),
-            Ok(Ended::Failed { exit_code, message }) => {
-                let failed = Outcome { exit_code, ..Outcome::failed(message) };
-                let log = LogParams {
-                    container: Some(CONTAINER.into()),
-                    tail_lines: Some(LOG_TAIL_LINES),
-                    limit_bytes: i64::try_from(MAX_MESSAGE_BYTES).ok(),
-                    ..LogParams::default()
-                };
-                match pods.logs(name, &log).await {
-                    Ok(tail) => with_tail(failed, &tail),
-                    Err(e) => with_tail(failed, &format!("(the log is unavailable: {e})")),
-                }
+    let (progress, watched) = watch::channel(Progress::Waiting);
+    let follower = follow::follow(pods.clone(), name.to_string(), watched, checkpoints.clone());
+    let mut follower = tokio::spawn(follower.instrument(tracing::Span::current()));
+    let ended = tokio::select! {
+        ended = wait_for_end(pods, name, &progress) => Ok(ended),
+        () = cancel.cancelled() => Err(Outcome::stopped("stopped before completion")),
+        () = limit => Err(Outcome::failed(MAX_RUNTIME_EXCEEDED)),
+    };
+    let ended = match ended {
+        Ok(ended) => ended,
+        Err(outcome) => {
+            follower.abort();
+            return outcome;
+        }
+    };
+    // What the workload printed last may still be on its way.
+    progress.send_replace(Progress::Ended);
+    if tokio::time::timeout(LOG_GRACE, &mut follower)
+        .await
+        .is_err()
+    {
+        follower.abort();
+    }
+    match ended {
+        Ok(Ended::Succeeded) => Outcome::succeeded(),
+        Ok(Ended::Failed { exit_code, message }) => {
+            let failed = Outcome {
+                exit_code,
+                ..Outcome::failed(message)
+            };
+            let log = LogParams {
+                container: Some(CONTAINER.into()),
+                tail_lines: Some(LOG_TAIL_LINES),
+                limit_bytes: i64::try_from(MAX_MESSAGE_BYTES).ok(),
+                ..LogParams::default()
+            };
+            match pods.logs(name, &log).await {
+                Ok(tail) => with_tail(failed, &tail),
+                Err(e) => with_tail(failed, &format!("(the log is unavailable: {e})")),
             }
-            Err(e) => refused(&e, "watch", "pods", &format!("the Pod {name}")),
-        },
-        () = cancel.cancelled() => Outcome::stopped("stopped before completion"),
-        () = limit => Outcome::failed(MAX_RUNTIME_EXCEEDED),
+        }
+        Err(e) => refused(&e, "watch", "pods", &format!("the Pod {name}")),
     }
 }
 
@@ -247,8 +289,13 @@ enum Ended {
 }
 
 /// Watches the Pod until it ends: a `get` for its current state and resource version, then a
-/// watch from there, again whenever the API server closes the watch.
-async fn wait_for_end(pods: &Api<Pod>, name: &str) -> Result<Ended, kube::Error> {
+/// watch from there, again whenever the API server closes the watch. What it sees of the
+/// container goes to `progress`.
+async fn wait_for_end(
+    pods: &Api<Pod>,
+    name: &str,
+    progress: &watch::Sender<Progress>,
+) -> Result<Ended, kube::Error> {
     let params = WatchParams::default()
         .fields(&format!("metadata.name={name}"))
         .timeout(WATCH_TIMEOUT_SECONDS);
@@ -258,6 +305,7 @@ async fn wait_for_end(pods: &Api<Pod>, name: &str) -> Result<Ended, kube::Error>
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(deleted()),
             Err(e) => return Err(e),
         };
+        follow::observe(progress, &pod);
         if let Some(ended) = ended(&pod) {
             return Ok(ended);
         }
@@ -266,6 +314,7 @@ async fn wait_for_end(pods: &Api<Pod>, name: &str) -> Result<Ended, kube::Error>
         while let Some(event) = events.try_next().await? {
             match event {
                 WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
+                    follow::observe(progress, &pod);
                     if let Some(ended) = ended(&pod) {
                         return Ok(ended);
                     }
@@ -359,9 +408,28 @@ mod tests {
     use tower_test::mock::{self, Handle, SendResponse};
 
     use super::*;
-    use crate::executor::tests::assignment;
+    use crate::executor::{checkpoint_marker::Checkpoint, tests::assignment};
 
-    type ApiServer = Handle<Request<Body>, Response<Body>>;
+    /// The simulated API server's end of the client. The log follow for checkpoint markers
+    /// (`pods/log?follow=true`) runs beside the watch, so its requests come in no fixed order
+    /// with the others: [`expect`] answers them on the side with `followed_log`, and keeps their
+    /// queries in `follows`.
+    struct ApiServer {
+        handle: Handle<Request<Body>, Response<Body>>,
+        followed_log: Vec<u8>,
+        follows: Vec<String>,
+    }
+
+    /// A client of a simulated API server whose followed Pod log reads `followed_log`.
+    fn api_server(followed_log: &[u8]) -> (mock::Mock<Request<Body>, Response<Body>>, ApiServer) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let server = ApiServer {
+            handle,
+            followed_log: followed_log.to_vec(),
+            follows: Vec::new(),
+        };
+        (service, server)
+    }
 
     const NS: &str = "/api/v1/namespaces";
     const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/agora-job-1/networkpolicies";
@@ -390,12 +458,43 @@ mod tests {
         }
     }
 
-    /// The executor's next request, which must be `method` on `path`.
+    /// Whether `request` follows the worker's log.
+    fn is_follow(request: &Request<Body>) -> bool {
+        request.uri().path() == format!("{POD}/log")
+            && request.uri().query().unwrap_or("").contains("follow=true")
+    }
+
+    /// Answers a log follow with the server's `followed_log`.
+    fn answer_follow(
+        server: &mut ApiServer,
+        request: &Request<Body>,
+        send: SendResponse<Response<Body>>,
+    ) {
+        let query = request.uri().query().unwrap_or("").to_string();
+        assert!(query.contains("container=worker"), "{query}");
+        server.follows.push(query);
+        send.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(server.followed_log.clone()))
+                .unwrap(),
+        );
+    }
+
+    /// The executor's next request but log follows (answered on the side), which must be
+    /// `method` on `path`.
     async fn expect(server: &mut ApiServer, method: Method, path: &str) -> Received {
-        let (request, send) = server
-            .next_request()
-            .await
-            .unwrap_or_else(|| panic!("the executor ended without sending {method} {path}"));
+        let (request, send) = loop {
+            let (request, send) =
+                server.handle.next_request().await.unwrap_or_else(|| {
+                    panic!("the executor ended without sending {method} {path}")
+                });
+            if is_follow(&request) {
+                answer_follow(server, &request, send);
+                continue;
+            }
+            break (request, send);
+        };
         assert_eq!(
             (request.method(), request.uri().path()),
             (&method, path),
@@ -558,11 +657,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_pod_that_succeeds_is_watched_to_its_end_and_cleaned_up() {
-        let (service, mut server) = mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut server) = api_server(b"");
         let work = assignment(container_workload(), Some(3600));
         let run = async {
             executor(Client::new(service, "default"))
-                .run(&work, &env(), &CancellationToken::new())
+                .run(
+                    &work,
+                    &env(),
+                    &CancellationToken::new(),
+                    &CheckpointSink::channel().0,
+                )
                 .await
         };
         let api_server = async {
@@ -617,12 +721,83 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn checkpoint_markers_on_a_running_pods_log_reach_the_sink() {
+        let log = b"epoch 1\nAGORA_CHECKPOINT {\"uri\":\"s3://b/run/step-7\",\"step\":7}\n\
+                    AGORA_CHECKPOINT {\"uri\":\"\"}\nepoch 2\n";
+        let (service, mut server) = api_server(log);
+        let work = assignment(container_workload(), None);
+        let (sink, mut latest) = CheckpointSink::channel();
+        let run = async {
+            executor(Client::new(service, "default"))
+                .run(&work, &env(), &CancellationToken::new(), &sink)
+                .await
+        };
+        let api_server = async {
+            creations(&mut server, 201).await;
+            expect(&mut server, Method::GET, POD)
+                .await
+                .reply(200, &running("5"));
+            // The container runs: the watch and the log follow open together, in either order.
+            let mut watch = None;
+            while watch.is_none() || server.follows.is_empty() {
+                let (request, send) = server.handle.next_request().await.unwrap();
+                if is_follow(&request) {
+                    answer_follow(&mut server, &request, send);
+                } else {
+                    assert_eq!(request.uri().path(), PODS, "{}", request.uri());
+                    watch = Some(send);
+                }
+            }
+            assert!(
+                !server.follows[0].contains("sinceSeconds"),
+                "the first follow reads the whole log: {}",
+                server.follows[0]
+            );
+            // The checkpoint arrives while the Pod still runs (its watch is open).
+            tokio::time::timeout(Duration::from_secs(10), latest.changed())
+                .await
+                .expect("a checkpoint within 10 s")
+                .unwrap();
+            assert_eq!(
+                *latest.borrow_and_update(),
+                Some(Checkpoint {
+                    uri: "s3://b/run/step-7".into(),
+                    step: 7
+                })
+            );
+            let events = events(&[("MODIFIED", terminated("6", "Succeeded", 0, "Completed"))]);
+            watch.unwrap().send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(events))
+                    .unwrap(),
+            );
+            clean_up(&mut server, false).await;
+            // The log read to its end once the Pod ended, from a little before the last output.
+            assert!(
+                server.follows.len() >= 2 && server.follows[1].contains("sinceSeconds="),
+                "{:?}",
+                server.follows
+            );
+        };
+        let (outcome, ()) = tokio::join!(run, api_server);
+        assert_eq!(outcome, Outcome::succeeded());
+        // The log read again (same lines) and the malformed marker change nothing.
+        assert!(!latest.has_changed().unwrap());
+    }
+
+    #[tokio::test]
     async fn a_failed_pod_reports_its_exit_code_and_log_tail() {
-        let (service, mut server) = mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut server) = api_server(b"");
         let work = assignment(container_workload(), None);
         let run = async {
             executor(Client::new(service, "default"))
-                .run(&work, &env(), &CancellationToken::new())
+                .run(
+                    &work,
+                    &env(),
+                    &CancellationToken::new(),
+                    &CheckpointSink::channel().0,
+                )
                 .await
         };
         let long_log = format!("{}\nTraceback: CUDA out of memory\n", "x".repeat(10_000));
@@ -661,12 +836,12 @@ mod tests {
 
     #[tokio::test]
     async fn cancel_deletes_the_pod_and_the_namespace() {
-        let (service, mut server) = mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut server) = api_server(b"");
         let work = assignment(container_workload(), None);
         let cancel = CancellationToken::new();
         let run = async {
             executor(Client::new(service, "default"))
-                .run(&work, &env(), &cancel)
+                .run(&work, &env(), &cancel, &CheckpointSink::channel().0)
                 .await
         };
         let api_server = async {
@@ -686,11 +861,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_forbidden_pod_fails_naming_the_missing_permission() {
-        let (service, mut server) = mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut server) = api_server(b"");
         let work = assignment(container_workload(), None);
         let run = async {
             executor(Client::new(service, "default"))
-                .run(&work, &env(), &CancellationToken::new())
+                .run(
+                    &work,
+                    &env(),
+                    &CancellationToken::new(),
+                    &CheckpointSink::channel().0,
+                )
                 .await
         };
         let api_server = async {
@@ -764,7 +944,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_workload_without_an_image_is_refused_before_any_request() {
-        let (service, _server) = mock::pair::<Request<Body>, Response<Body>>();
+        let (service, _server) = api_server(b"");
         let process = Workload {
             command: Some(vec!["true".into()]),
             ..Default::default()
@@ -774,6 +954,7 @@ mod tests {
                 &assignment(process, None),
                 &env(),
                 &CancellationToken::new(),
+                &CheckpointSink::channel().0,
             )
             .await;
         assert_eq!(

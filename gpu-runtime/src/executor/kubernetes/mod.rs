@@ -20,6 +20,7 @@
 //!   link-local (cloud metadata) and carrier-grade NAT ranges, where the owner's own machines live.
 
 pub mod client;
+mod follow;
 
 use std::collections::BTreeMap;
 
