@@ -9,7 +9,9 @@
 //! on agents it does not control, and a lost agent enforces nothing.
 //!
 //! Every change is a compare-and-set in the store, so several hub replicas may sweep at once, and a
-//! node that heartbeats again before its sweep keeps its work.
+//! node that heartbeats again before its sweep keeps its work. A hub process counts silence only
+//! from its own start: after an outage of the hub, agents get one node timeout to reconnect before
+//! any of their work is declared lost, so a hub restart never fails running jobs.
 
 use std::time::Duration;
 
@@ -90,7 +92,16 @@ pub async fn sweep_fenced(state: &AppState, fence: Option<&Fence>) -> Result<Swe
     let mut sweep = Sweep::default();
     // A node with several jobs appears once per job; the metric counts nodes.
     let mut lost_nodes = std::collections::BTreeSet::new();
-    for (node, job) in state.store.work_on_silent_nodes(cutoff).await? {
+    // A hub that was itself away (a restart, an outage) heard nothing meanwhile: silence counts
+    // only from when this process started, so after a restart every node gets one node timeout
+    // to reach the hub again before its work is declared lost.
+    let heard_long_enough = state.started_ms <= cutoff;
+    let silent = if heard_long_enough {
+        state.store.work_on_silent_nodes(cutoff).await?
+    } else {
+        Vec::new()
+    };
+    for (node, job) in silent {
         let lost = state
             .store
             .lose_assignments_fenced(&node, &job, cutoff, &silence, fence)

@@ -242,6 +242,7 @@ impl AppState {
             fleet_changes: Arc::default(),
             arrivals: Arc::default(),
             shutdown,
+            started_ms: crate::store::now_ms(),
         };
         Ok((state, shutdown_tx))
     }

@@ -97,6 +97,9 @@ pub struct AppState {
     pub arrivals: Arc<crate::scheduling::Arrivals>,
     /// Becomes true when the hub shuts down, to end long-polls.
     pub shutdown: watch::Receiver<bool>,
+    /// When this hub process started (Unix ms): it heard no heartbeats before, so a node's
+    /// silence counts from here at the earliest (see `liveness`).
+    pub started_ms: i64,
 }
 
 impl AppState {

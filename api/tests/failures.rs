@@ -199,6 +199,23 @@ async fn schedule_with(state: &AppState, app: &Router, nodes: &[&Node]) -> usize
 }
 
 backend_tests! {
+    async fn a_restarted_hub_gives_silent_nodes_one_timeout_to_come_back(store: Store) {
+        let (app, state, key) = app_with(&store, "team-a", settings()).await;
+        let nodes = fleet(&app, &["gn-a"]).await;
+        let job = submit(&app, &key, &retry_spec(1, 3)).await;
+        assert_eq!(schedule_with(&state, &app, &[&nodes[0]]).await, 1);
+        let (node, assignment) = placed_on(&app, &nodes, &job).await;
+        reported(&app, &node, &id_of(&assignment), "Running").await;
+        // The node has been silent longer than the node timeout, but this hub process has
+        // only just started: it heard nothing meanwhile, so the silence does not count yet.
+        tokio::time::sleep(NODE_TIMEOUT * 2).await;
+        let restarted = AppState { started_ms: api::store::now_ms(), ..state.clone() };
+        assert_eq!(liveness::sweep_once(&restarted).await.unwrap(), liveness::Sweep::default());
+        assert_eq!(get_job(&app, &key, &job).await["status"]["phase"], "Running");
+        // A hub that has been up for longer than the timeout declares the work lost.
+        assert_eq!(liveness::sweep_once(&state).await.unwrap().lost, 1);
+    }
+
     async fn a_lost_nodes_job_is_re_placed_elsewhere_and_resumes_from_its_checkpoint(store: Store) {
         let (app, state, key) = app_with(&store, "team-a", settings()).await;
         let nodes = fleet(&app, &["gn-a", "gn-b"]).await;

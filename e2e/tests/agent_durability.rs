@@ -334,6 +334,75 @@ fn a_final_report_outlives_the_hubs_absence(backend: Backend) {
     );
 }
 
+/// How long the hub stays away in the outage test: the minute an agent must ride out.
+const HUB_OUTAGE: Duration = Duration::from_secs(60);
+
+/// A job keeps running on its node through a minute-long hub outage, three node timeouts long:
+/// the restarted hub counts the node's silence only from its own start, the agent's heartbeats
+/// reach it within that grace, and the job ends Succeeded on its first attempt.
+fn a_job_runs_on_through_a_minute_long_hub_outage(backend: Backend) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(db) = TestDatabase::fresh(backend, dir.path()) else {
+        return;
+    };
+    let options = ServerOptions {
+        heartbeat_interval_seconds: 1,
+        ..ServerOptions::default()
+    };
+    let timeout = Duration::from_secs(options.node_timeout_seconds);
+    assert!(
+        HUB_OUTAGE > timeout * 2,
+        "the outage outlasts the node timeout"
+    );
+    let mut hub = ServerHub::start(dir.path(), &db.url, options);
+    let api = hub.api();
+    let name = "gn-outage";
+    let agent = process_agent(&hub, dir.path(), name);
+    wait_ready(&api, &[name], STEP_TIMEOUT);
+    let gate = dir.path().join("gate");
+    let script = format!(
+        "while [ ! -e {gate} ]; do sleep 0.1; done; echo finished",
+        gate = gate.display()
+    );
+    let id = job_id(&api.submit(&shell_job("outage", &script, 1)));
+    api.wait_for_phase(&id, "Running", STEP_TIMEOUT);
+
+    hub.kill();
+    std::thread::sleep(HUB_OUTAGE);
+    hub.start_again();
+    let api = hub.api();
+    // Past the restarted hub's first node timeout, the node is Ready again and its work stands.
+    std::thread::sleep(timeout + Duration::from_secs(5));
+    wait_ready(&api, &[name], STEP_TIMEOUT);
+    let running = api.job(&id).expect("the job");
+    assert_eq!(
+        running["status"]["phase"],
+        "Running",
+        "{running:#}\n{}",
+        agent.log_tail()
+    );
+
+    fs::write(&gate, "").expect("opening the gate");
+    let done = api.wait_for_phase(&id, "Succeeded", STEP_TIMEOUT);
+    assert_eq!(done["status"]["attempts"], 1, "{done:#}");
+    let events = api.events(&id).expect("the events");
+    assert!(
+        !events.iter().any(|e| e["reason"] == "NodeLost"),
+        "no work was declared lost: {events:#?}"
+    );
+    hub.kill();
+}
+
+#[test]
+fn a_job_runs_on_through_a_minute_long_hub_outage_sqlite() {
+    a_job_runs_on_through_a_minute_long_hub_outage(Backend::Sqlite);
+}
+
+#[test]
+fn a_job_runs_on_through_a_minute_long_hub_outage_postgres() {
+    a_job_runs_on_through_a_minute_long_hub_outage(Backend::Postgres);
+}
+
 #[test]
 fn a_final_report_outlives_the_hubs_absence_sqlite() {
     a_final_report_outlives_the_hubs_absence(Backend::Sqlite);
