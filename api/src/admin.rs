@@ -27,6 +27,26 @@ pub enum AdminCommand {
     /// Create, list and revoke tenants' API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Set the chain address a tenant's jobs are paid from (its escrow in the settlement
+    /// contract); a tenant's receipts are settled only once it has one.
+    #[command(subcommand)]
+    Payer(PayerCommand),
+}
+
+/// `agora admin payer …`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum PayerCommand {
+    /// Set tenant `--tenant`'s payer address (created if new).
+    Set {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// A bech32 account address on the settlement chain (e.g. `wasm1…`).
+        #[arg(long)]
+        address: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 /// The database the admin commands work on.
@@ -67,7 +87,41 @@ pub enum KeyCommand {
 pub async fn run(command: AdminCommand, out: &mut impl Write) -> anyhow::Result<()> {
     match command {
         AdminCommand::Key(command) => run_key(command, out).await,
+        AdminCommand::Payer(PayerCommand::Set {
+            tenant,
+            address,
+            database,
+        }) => {
+            check_tenant(&tenant)?;
+            check_address(&address)?;
+            let store = open(&database).await?;
+            let result = async {
+                let id = store.ensure_tenant(&tenant).await?;
+                store.set_payer_address(&id, &address).await
+            }
+            .await;
+            store.close().await;
+            result?;
+            writeln!(out, "tenant `{tenant}` pays from {address}")?;
+            Ok(())
+        }
     }
+}
+
+/// A chain account address as the settlement contract takes it: bech32, lowercase.
+fn check_address(address: &str) -> anyhow::Result<()> {
+    let (prefix, data) = address.split_once('1').unwrap_or(("", ""));
+    let valid = (1..=16).contains(&prefix.len())
+        && prefix.bytes().all(|b| b.is_ascii_lowercase())
+        && (6..=90).contains(&data.len())
+        && data
+            .bytes()
+            .all(|b| b"qpzry9x8gf2tvdw0s3jn54khce6mua7l".contains(&b));
+    anyhow::ensure!(
+        valid,
+        "invalid --address {address:?}: expected a bech32 account address such as wasm1…"
+    );
+    Ok(())
 }
 
 async fn run_key(command: KeyCommand, out: &mut impl Write) -> anyhow::Result<()> {
@@ -173,6 +227,23 @@ mod tests {
         }
         for bad in ["", "Team", "-a", "a-", "a_b", "a b", &"a".repeat(68)] {
             assert!(check_tenant(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn payer_addresses_are_bech32() {
+        for good in ["wasm1qypqxpq9qcrsszg2pvxq6rs0zqg3yyc5", "agora1zqqqqqqqqq"] {
+            assert!(check_address(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "wasm",
+            "wasm1",
+            "Wasm1qqqqqqqq",
+            "wasm1qqqqqqqb",
+            "1qqqqqqqqq",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
         }
     }
 

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod network;
 pub mod openapi;
 pub mod ratelimit;
+pub mod relayer;
 pub mod routes;
 pub mod scheduling;
 pub mod server;

@@ -18,6 +18,7 @@ mod prices;
 pub mod probes;
 pub mod receipts;
 mod rows;
+pub mod settlement;
 
 use std::{str::FromStr, time::Duration};
 

@@ -1,0 +1,266 @@
+//! The settlement outbox in the store: unsettled receipts with what a batch needs, batches recorded
+//! with their leaves in one transaction, a receipt settled at most once, and batch states moved by
+//! compare-and-set. Every test runs on SQLite and on PostgreSQL.
+
+mod common;
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use api::{
+    relayer::{ChainFailure, ChainFuture, Included, SettlementChain, relay_once},
+    store::settlement::{BatchRow, BatchState, NewBatch, NewLeaf},
+};
+use common::*;
+use serde_json::{Value, json};
+use settlement::receipt::Receipt;
+
+/// A one-GPU job placed on gn-a, paid by tenant team-a from `payer`: its hub record and gn-a's
+/// token.
+async fn placed(store: &api::store::Store) -> (axum::Router, String, api::store::AssignmentRow) {
+    let (app, state, key) = app(store, "team-a").await;
+    let mut registration = registration("gn-a", "eu-west", 1, "2.00");
+    registration["operatorAddress"] = json!("agora1zqqqqqqqqq");
+    let token = register(&app, &registration).await;
+    let job = submit(&app, &key, &sleep_spec(60)).await;
+    assert_eq!(api::scheduling::schedule_once(&state).await.unwrap(), 1);
+    poll(&app, &token).await;
+    let row = store.job_assignments(&job, 1).await.unwrap().remove(0);
+    let tenant = store.ensure_tenant("team-a").await.unwrap();
+    assert!(
+        store
+            .set_payer_address(&tenant, "agora1yqqqqqqqqq")
+            .await
+            .unwrap()
+    );
+    (app, token, row)
+}
+
+/// gn-a's signed receipt for `row` covering `seconds` of its GPU, sent to the hub.
+async fn receipted(
+    app: &axum::Router,
+    token: &str,
+    row: &api::store::AssignmentRow,
+    seconds: u64,
+) -> Receipt {
+    let started = row.created_at as u64;
+    let receipt = Receipt {
+        network: crds::agent::DEFAULT_NETWORK.into(),
+        node: "gn-a".into(),
+        job: row.job_id.clone(),
+        assignment: row.id.clone(),
+        sequence: seconds,
+        price_micros_per_gpu_hour: row.price_micros,
+        gpus: 1,
+        started_at_ms: started,
+        until_ms: started + 1_000 * seconds,
+        gpu_millis: 1_000 * seconds,
+    };
+    let signature = receipt.sign(&node_key("gn-a")).unwrap();
+    let body = json!({
+        "receipt": {
+            "network": receipt.network, "node": receipt.node, "job": receipt.job,
+            "assignment": receipt.assignment, "sequence": receipt.sequence,
+            "priceMicrosPerGpuHour": receipt.price_micros_per_gpu_hour, "gpus": receipt.gpus,
+            "startedAtMs": receipt.started_at_ms, "untilMs": receipt.until_ms,
+            "gpuMillis": receipt.gpu_millis,
+        },
+        "signature": signature,
+    });
+    let path = format!("/v1/agent/assignments/{}/receipts", row.id);
+    let reply = send(
+        app,
+        "POST",
+        &path,
+        Some(token),
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    receipt
+}
+
+fn batch(id: &str, leaves: Vec<NewLeaf>) -> NewBatch {
+    let total: u64 = leaves.iter().map(|l| l.paid_micros).sum();
+    let totals =
+        |address: &str| -> Value { json!([{"address": address, "amount": total.to_string()}]) };
+    NewBatch {
+        id: id.into(),
+        period_from_ms: 0,
+        period_to_ms: 1,
+        root: "00".repeat(32),
+        provider_totals: totals("agora1zqqqqqqqqq"),
+        payer_totals: totals("agora1yqqqqqqqqq"),
+        leaves,
+    }
+}
+
+/// A chain double that records the steps asked of it and fails the ones a test scripts.
+#[derive(Default)]
+struct ScriptedChain {
+    posts: Mutex<Vec<String>>,
+    finalizes: Mutex<Vec<String>>,
+    /// Failures to answer the next posts with, in order.
+    post_failures: Mutex<Vec<ChainFailure>>,
+}
+
+impl SettlementChain for ScriptedChain {
+    fn post_batch<'a>(&'a self, batch: &'a BatchRow) -> ChainFuture<'a, Included> {
+        Box::pin(async move {
+            self.posts.lock().unwrap().push(batch.id.clone());
+            let mut failures = self.post_failures.lock().unwrap();
+            if !failures.is_empty() {
+                return Err(failures.remove(0));
+            }
+            Ok(Included {
+                tx: format!("TX-{}", batch.id),
+                height: 42,
+            })
+        })
+    }
+
+    fn finalize_batch<'a>(&'a self, id: &'a str) -> ChainFuture<'a, Included> {
+        Box::pin(async move {
+            self.finalizes.lock().unwrap().push(id.to_string());
+            Ok(Included {
+                tx: format!("FIN-{id}"),
+                height: 43,
+            })
+        })
+    }
+
+    fn challenge_window(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+backend_tests! {
+    async fn the_relayer_posts_each_batch_once_and_finalizes_it_after_its_window(store: Store) {
+        let (app, token, row) = placed(&store).await;
+        let receipt = receipted(&app, &token, &row, 30).await;
+        let leaf = NewLeaf {
+            assignment_id: row.id.clone(),
+            job_id: row.job_id.clone(),
+            sequence: receipt.sequence,
+            amount_micros: receipt.amount_micros(),
+            paid_micros: receipt.amount_micros(),
+            body: hex::encode(receipt.encode().unwrap()),
+        };
+        assert!(store.record_batch(&batch("epoch-1", vec![leaf])).await.unwrap());
+        let chain = ScriptedChain::default();
+        chain.post_failures.lock().unwrap().push(ChainFailure::Unavailable("connection refused".into()));
+        let mut tries = HashMap::new();
+        let t0 = api::store::now_ms();
+
+        // The chain is away: the batch stays built, its failure recorded.
+        let pass = relay_once(&store, &chain, t0, &mut tries).await.unwrap();
+        assert_eq!((pass.posted, pass.failed), (0, 1));
+        let failed = store.batch("epoch-1").await.unwrap().unwrap();
+        assert_eq!((failed.state, failed.attempts), (BatchState::Built, 1));
+        assert!(failed.last_error.unwrap().contains("connection refused"));
+        // Not again before its backoff.
+        relay_once(&store, &chain, t0 + 10, &mut tries).await.unwrap();
+        assert_eq!(chain.posts.lock().unwrap().len(), 1);
+
+        // Back: posted and confirmed once; later passes do not post it again.
+        let pass = relay_once(&store, &chain, t0 + 1_000, &mut tries).await.unwrap();
+        assert_eq!(pass.posted, 1);
+        let confirmed = store.batch("epoch-1").await.unwrap().unwrap();
+        assert_eq!((confirmed.state, confirmed.tx.as_deref(), confirmed.height), (BatchState::Confirmed, Some("TX-epoch-1"), Some(42)));
+        relay_once(&store, &chain, t0 + 2_000, &mut tries).await.unwrap();
+        assert_eq!(*chain.posts.lock().unwrap(), ["epoch-1", "epoch-1"], "one failed try, one post");
+        assert!(chain.finalizes.lock().unwrap().is_empty(), "still in its challenge window");
+
+        // A relayer restarted after the window (no memory of tries) finalizes it, once.
+        let posted_at = confirmed.posted_at.unwrap();
+        let mut fresh = HashMap::new();
+        let pass = relay_once(&store, &chain, posted_at + 60_000, &mut fresh).await.unwrap();
+        assert_eq!(pass.finalized, 1);
+        relay_once(&store, &chain, posted_at + 120_000, &mut fresh).await.unwrap();
+        assert_eq!(*chain.finalizes.lock().unwrap(), ["epoch-1"]);
+        let done = store.batch("epoch-1").await.unwrap().unwrap();
+        assert_eq!((done.state, done.tx.as_deref()), (BatchState::Final, Some("TX-epoch-1")));
+    }
+
+    async fn a_receipt_is_settled_once_and_a_later_one_only_for_the_rest(store: Store) {
+        let (app, token, row) = placed(&store).await;
+        let first = receipted(&app, &token, &row, 5).await;
+        let now = api::store::now_ms();
+
+        let unsettled = store.unsettled_receipts(now, 100).await.unwrap();
+        assert_eq!(unsettled.len(), 1, "{unsettled:?}");
+        let pending = &unsettled[0];
+        assert_eq!(pending.sequence, 5);
+        assert_eq!(pending.amount_micros, first.amount_micros());
+        assert_eq!(pending.settled_micros, 0);
+        assert_eq!(pending.operator_address.as_deref(), Some("agora1zqqqqqqqqq"));
+        assert_eq!(pending.payer_address.as_deref(), Some("agora1yqqqqqqqqq"));
+        assert_eq!(pending.node_public_key.as_deref(), Some(public_key_hex(&node_key("gn-a")).as_str()));
+        assert_eq!(Receipt::decode(&hex::decode(&pending.body).unwrap()).unwrap(), first);
+
+        let leaf = |receipt: &Receipt, paid: u64| NewLeaf {
+            assignment_id: row.id.clone(),
+            job_id: row.job_id.clone(),
+            sequence: receipt.sequence,
+            amount_micros: receipt.amount_micros(),
+            paid_micros: paid,
+            body: hex::encode(receipt.encode().unwrap()),
+        };
+        assert!(store.record_batch(&batch("epoch-1", vec![leaf(&first, first.amount_micros())])).await.unwrap());
+        assert!(store.unsettled_receipts(now, 100).await.unwrap().is_empty(), "settled");
+        // Another replica building from the same receipts records nothing.
+        assert!(!store.record_batch(&batch("epoch-1b", vec![leaf(&first, first.amount_micros())])).await.unwrap());
+        assert!(store.batch("epoch-1b").await.unwrap().is_none());
+
+        // The job runs on: the next receipt is settled for what the first did not pay.
+        let later = receipted(&app, &token, &row, 20).await;
+        let unsettled = store.unsettled_receipts(api::store::now_ms(), 100).await.unwrap();
+        assert_eq!(unsettled.len(), 1);
+        assert_eq!(unsettled[0].sequence, 20);
+        assert_eq!(unsettled[0].settled_micros, first.amount_micros());
+        let rest = later.amount_micros() - first.amount_micros();
+        assert!(store.record_batch(&batch("epoch-2", vec![leaf(&later, rest)])).await.unwrap());
+        let leaves = store.job_leaves(&row.job_id).await.unwrap();
+        let paid: u64 = leaves.iter().map(|l| l.paid_micros).sum();
+        assert_eq!(paid, later.amount_micros(), "paid in full, once: {leaves:?}");
+        assert_eq!(store.batch_leaves("epoch-2").await.unwrap()[0].leaf_index, 0);
+    }
+
+    async fn batch_states_move_forward_once(store: Store) {
+        let (app, token, row) = placed(&store).await;
+        let receipt = receipted(&app, &token, &row, 30).await;
+        let leaf = NewLeaf {
+            assignment_id: row.id.clone(),
+            job_id: row.job_id.clone(),
+            sequence: receipt.sequence,
+            amount_micros: receipt.amount_micros(),
+            paid_micros: receipt.amount_micros(),
+            body: hex::encode(receipt.encode().unwrap()),
+        };
+        assert!(store.record_batch(&batch("epoch-1", vec![leaf])).await.unwrap());
+        let built = store.batch("epoch-1").await.unwrap().unwrap();
+        assert_eq!((built.state, built.receipts, built.tx.clone()), (BatchState::Built, 1, None));
+        assert_eq!(built.provider_totals[0]["address"], "agora1zqqqqqqqqq");
+
+        store.batch_attempt_failed("epoch-1", "the chain is unreachable").await.unwrap();
+        let failed = store.batch("epoch-1").await.unwrap().unwrap();
+        assert_eq!((failed.attempts, failed.last_error.as_deref()), (1, Some("the chain is unreachable")));
+
+        assert!(store.advance_batch("epoch-1", BatchState::Built, BatchState::Posted, Some(("ABCD", 7))).await.unwrap());
+        assert!(!store.advance_batch("epoch-1", BatchState::Built, BatchState::Posted, Some(("EF01", 8))).await.unwrap(), "posted once");
+        let posted = store.batch("epoch-1").await.unwrap().unwrap();
+        assert_eq!((posted.state, posted.tx.as_deref(), posted.height), (BatchState::Posted, Some("ABCD"), Some(7)));
+        assert!(posted.posted_at.is_some() && posted.last_error.is_none());
+        assert!(store.advance_batch("epoch-1", BatchState::Posted, BatchState::Final, None).await.unwrap());
+        let done = store.batch("epoch-1").await.unwrap().unwrap();
+        assert_eq!((done.state, done.tx.as_deref()), (BatchState::Final, Some("ABCD")), "the tx is kept");
+        assert!(done.final_at.is_some());
+
+        let (finals, next) = store.list_batches(Some(BatchState::Final), None, 10).await.unwrap();
+        assert_eq!((finals.len(), next), (1, None));
+        let (built, _) = store.list_batches(Some(BatchState::Built), None, 10).await.unwrap();
+        assert!(built.is_empty());
+        let (all, _) = store.list_batches(None, None, 10).await.unwrap();
+        assert_eq!(all.len(), 1);
+    }
+}
