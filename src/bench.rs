@@ -16,6 +16,9 @@ pub enum Bench {
     /// The node agent's memory and CPU: a real `agora agent` process with 8 simulated GPUs at a 1 s
     /// telemetry interval against a real hub on loopback.
     Agent(crate::bench_agent::AgentBenchArgs),
+    /// Settlement batches on one core: receipts batched and proven per second, the build time of
+    /// a 1,000,000-receipt batch, receipts settled per transaction, against baselines.
+    Settlement(crate::bench_settlement::SettlementBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +68,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Scheduler(args) => scheduler(args),
         Bench::Hub(args) => hub(args).await,
         Bench::Agent(args) => crate::bench_agent::run(args).await,
+        Bench::Settlement(args) => crate::bench_settlement::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_agent;
+mod bench_settlement;
 mod cli;
 mod dev;
 mod gpus;

@@ -27,6 +27,7 @@ pub mod routes;
 pub mod scheduling;
 pub mod server;
 pub mod service;
+pub mod settlement;
 pub mod state;
 pub mod store;
 pub mod submission;

@@ -52,6 +52,7 @@ pub struct Metrics {
     nodes: Family<Labels, Gauge>,
     gpus: Family<Labels, Gauge>,
     heartbeat_age: Family<Labels, Histogram>,
+    settlement_batches: Family<Labels, Gauge>,
     /// Held while the state metrics are refilled and the text encoded: two scrapes at once would
     /// otherwise interleave their clear-and-refill, and the heartbeat-age histogram, rebuilt by
     /// observing every node, would count nodes twice.
@@ -176,6 +177,13 @@ impl Metrics {
              state (a snapshot of the fleet, not a distribution over time)",
             heartbeat_age.clone(),
         );
+        let settlement_batches = Family::<Labels, Gauge>::default();
+        registry.register(
+            "settlement_batches",
+            "Settlement batches by state (built, posted, confirmed, final, challenged): built \
+             batches that stay built mean the chain is not taking them (see each batch's lastError)",
+            settlement_batches.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -195,6 +203,7 @@ impl Metrics {
             nodes,
             gpus,
             heartbeat_age,
+            settlement_batches,
             render: Mutex::new(()),
             components: Mutex::default(),
         }
@@ -220,6 +229,7 @@ impl Metrics {
         let phases = store.job_phase_counts().await?;
         let fleet = store.all_nodes().await?;
         let oldest_queued = store.oldest_queued_since().await?;
+        let batches = store.batch_state_counts().await?;
         let now = crate::store::now_ms();
 
         let _rendering = self.render.lock().unwrap_or_else(|e| e.into_inner());
@@ -238,6 +248,15 @@ impl Metrics {
             .find(|(p, _)| *p == crds::v1alpha1::JobPhase::Pending)
             .map_or(0, |(_, n)| *n);
         self.queue_length.set(pending as i64);
+        for state in crate::store::settlement::BatchState::ALL {
+            let n = batches
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            self.settlement_batches
+                .get_or_create(&vec![("state", state.as_str().to_string())])
+                .set(n);
+        }
         self.queue_oldest_wait
             .set(oldest_queued.map_or(0.0, |since| since_ms(since, now).as_secs_f64()));
 

@@ -251,6 +251,88 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/settlement/batches",
+        id: "listSettlementBatches",
+        summary: "List settlement batches by id (oldest epoch first), optionally in one state",
+        auth: Auth::ApiKey,
+        query: &[
+            (
+                "state",
+                r#"{"type": "string", "enum": ["built", "posted", "confirmed", "final", "challenged"]}"#,
+                "Only batches in this state",
+            ),
+            ("limit", LIMIT_SCHEMA, "Page size, 1 to 500 (default 50)"),
+            (
+                "after",
+                r#"{"type": "string"}"#,
+                "The `next` cursor of the previous page",
+            ),
+        ],
+        request: None,
+        responses: &[
+            (
+                200,
+                "A page of batches",
+                Some(schema::<rest::List<rest::SettlementBatch>>),
+            ),
+            (400, "A bad query", Some(schema::<rest::ErrorBody>)),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/settlement/batches/{id}",
+        id: "getSettlementBatch",
+        summary: "Read a settlement batch: its root, totals, state and transaction",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[
+            (200, "The batch", Some(schema::<rest::SettlementBatch>)),
+            (404, "No such batch", Some(schema::<rest::ErrorBody>)),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/receipts",
+        id: "listReceipts",
+        summary: "A job's usage receipts, each with the batch that settles it (if one does yet)",
+        auth: Auth::ApiKey,
+        query: &[("job", r#"{"type": "string"}"#, "The job (required)")],
+        request: None,
+        responses: &[
+            (
+                200,
+                "The job's receipts",
+                Some(schema::<rest::List<rest::ReceiptItem>>),
+            ),
+            (400, "No job given", Some(schema::<rest::ErrorBody>)),
+            (
+                404,
+                "No such job for this tenant",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/receipts/{id}/proof",
+        id: "getReceiptProof",
+        summary: "A settled receipt's Merkle inclusion proof in its batch (RFC 6962)",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[
+            (200, "The proof", Some(schema::<rest::ReceiptProof>)),
+            (400, "Not a receipt id", Some(schema::<rest::ErrorBody>)),
+            (
+                404,
+                "No batch settles this receipt (yet)",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
         path: "/v1/prices",
         id: "listPrices",
         summary: "Base price per GPU class; a job pays max(node ask, base price), never above its maximum",
@@ -662,6 +744,8 @@ fn tag(path: &str) -> &'static str {
         "market"
     } else if path.starts_with("/v1/nodes") {
         "nodes"
+    } else if path.starts_with("/v1/settlement") || path.starts_with("/v1/receipts") {
+        "settlement"
     } else if path.starts_with("/v1/agent") {
         "agent"
     } else {

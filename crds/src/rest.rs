@@ -226,3 +226,93 @@ pub struct Quote {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+/// An amount owed to or by one chain address in a settlement batch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct AddressTotal {
+    /// The chain account address.
+    pub address: String,
+    /// Micro-units of the settlement denom, as a decimal string (amounts may exceed 2^53).
+    pub amount: String,
+}
+
+/// A settlement batch (`GET /v1/settlement/batches/{id}`): one epoch's receipts, posted to the
+/// settlement contract as one Merkle root with totals per provider and per payer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SettlementBatch {
+    /// `epoch-<fromMs>-<first 16 hex digits of the root>`.
+    pub id: String,
+    /// `built` (recorded, not yet on chain), `posted`, `confirmed` (in a block), `final` (paid
+    /// out after the challenge window) or `challenged` (proved wrong; never paid).
+    pub state: String,
+    /// The epoch's start and end (Unix ms).
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// The RFC 6962 Merkle root of the batch's receipts, hex.
+    pub root: String,
+    /// How many receipts the batch settles.
+    pub receipts: u64,
+    /// What each provider (node operator) is owed.
+    pub provider_totals: Vec<AddressTotal>,
+    /// What each payer owes.
+    pub payer_totals: Vec<AddressTotal>,
+    /// The transaction that posted it, once posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+    /// The block that holds that transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    pub built_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posted_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Failed tries of the current step.
+    pub attempts: u64,
+    /// Why the last try failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A usage receipt of a job (`GET /v1/receipts?job=ID`): settled in a batch, or not yet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptItem {
+    /// `<assignment>.<sequence>`: what `GET /v1/receipts/{id}/proof` takes.
+    pub id: String,
+    pub job: String,
+    pub assignment: String,
+    pub sequence: u64,
+    /// GPU time up to this receipt, cumulative, and its amount in micro-units.
+    pub amount_micros: u64,
+    /// What the batch pays for this receipt (its amount minus what earlier batches paid); absent
+    /// while unsettled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_micros: Option<u64>,
+    /// The batch that settles it, once one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+}
+
+/// An inclusion proof of a receipt in its batch (`GET /v1/receipts/{id}/proof`). Check it with
+/// the RFC 6962 rules in docs/settlement.md: hash the leaf, combine with `path` from the leaf up,
+/// compare with `root`, and compare `root` with the batch's root on chain.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct ReceiptProof {
+    /// The canonical receipt bytes, hex.
+    pub leaf: String,
+    /// The leaf's position in the batch.
+    pub index: u64,
+    /// The number of leaves in the batch.
+    pub tree_size: u64,
+    /// Sibling hashes from the leaf up, hex.
+    pub path: Vec<String>,
+    /// The batch's Merkle root, hex.
+    pub root: String,
+    /// The batch id.
+    pub batch: String,
+    /// The transaction that posted the batch, once posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+}

@@ -1,7 +1,11 @@
-//! Agora settlement: canonical usage receipts, Merkle batches with inclusion proofs, the relayer that
-//! posts batches to the chain exactly once, the chain client and the embedded devnet.
-//! Today: the canonical receipt ([`receipt`]). The rest comes with the settlement issue; the hub
-//! already records the usage it will settle.
+//! Agora settlement: canonical usage receipts ([`receipt`]), RFC 6962 Merkle trees with inclusion
+//! proofs ([`merkle`]), per-epoch batches of receipts ([`batch`]) and, behind the `chain` feature,
+//! the Cosmos chain client ([`chain`]). The hub's relayer (`api::relayer`) posts batches exactly
+//! once; the node agent uses only [`receipt`], so this crate stays light without features.
 #![forbid(unsafe_code)]
 
+pub mod batch;
+#[cfg(feature = "chain")]
+pub mod chain;
+pub mod merkle;
 pub mod receipt;

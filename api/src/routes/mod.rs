@@ -4,6 +4,7 @@ mod agent;
 mod jobs;
 mod market;
 mod nodes;
+mod settlement;
 mod system;
 
 pub use agent::parse_capability;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(nodes::router())
         .merge(market::router())
+        .merge(settlement::router())
         .merge(agent::router())
         .merge(system::router())
         .fallback(|| async { ApiError::NoRoute })

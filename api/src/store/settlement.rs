@@ -69,8 +69,10 @@ pub struct UnsettledReceipt {
     pub sequence: u64,
     /// The receipt's cumulative amount, in micro-units.
     pub amount_micros: u64,
-    /// What earlier batches paid for the assignment, in micro-units.
+    /// What earlier batches paid for the assignment, in micro-units, and the sequence of the
+    /// receipt they settled last (0 and 0 when none did).
     pub settled_micros: u64,
+    pub settled_sequence: u64,
     /// The canonical encoding (hex) and its signature.
     pub body: String,
     pub signature: String,
@@ -207,7 +209,9 @@ impl Store {
             "SELECT r.assignment_id, r.job_id, r.node_name, r.sequence, r.amount_micros, r.body, \
                     r.signature, n.public_key, n.operator_address, t.payer_address, \
                     (SELECT MAX(l.amount_micros) FROM settlement_leaves l \
-                      WHERE l.assignment_id = r.assignment_id) AS settled \
+                      WHERE l.assignment_id = r.assignment_id) AS settled, \
+                    (SELECT MAX(l.sequence) FROM settlement_leaves l \
+                      WHERE l.assignment_id = r.assignment_id) AS settled_sequence \
              FROM receipts r \
              JOIN nodes n ON n.name = r.node_name \
              JOIN jobs j ON j.id = r.job_id \
@@ -224,6 +228,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let settled: Option<i64> = row.try_get("settled")?;
+                let settled_sequence: Option<i64> = row.try_get("settled_sequence")?;
                 Ok(UnsettledReceipt {
                     assignment_id: row.try_get("assignment_id")?,
                     job_id: row.try_get("job_id")?,
@@ -231,6 +236,7 @@ impl Store {
                     sequence: unsigned(row.try_get("sequence")?, "sequence")?,
                     amount_micros: unsigned(row.try_get("amount_micros")?, "amount_micros")?,
                     settled_micros: unsigned(settled.unwrap_or(0), "settled")?,
+                    settled_sequence: unsigned(settled_sequence.unwrap_or(0), "settled_sequence")?,
                     body: row.try_get("body")?,
                     signature: row.try_get("signature")?,
                     node_public_key: row.try_get("public_key")?,
@@ -394,6 +400,48 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(leaf_row).collect()
+    }
+
+    /// The leaf that settled receipt `sequence` of `assignment`, if a batch did.
+    pub async fn settled_leaf(
+        &self,
+        assignment: &str,
+        sequence: u64,
+    ) -> Result<Option<SettledLeaf>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {LEAF_COLUMNS} FROM settlement_leaves WHERE assignment_id = $1 AND sequence = $2"
+        )))
+        .bind(assignment)
+        .bind(stored(sequence, "sequence")?)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(leaf_row).transpose()
+    }
+
+    /// How many batches are in each state (for metrics).
+    pub async fn batch_state_counts(&self) -> Result<Vec<(BatchState, i64)>> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM settlement_batches GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok((
+                    state.parse().map_err(StoreError::Corrupt)?,
+                    row.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Forgets tenant `tenant_id`'s payer address: its receipts wait until it has one again.
+    pub async fn clear_payer_address(&self, tenant_id: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE tenants SET payer_address = NULL WHERE id = $1")
+            .bind(tenant_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Sets the chain address tenant `tenant_id` pays from.

@@ -1,6 +1,8 @@
-//! The settlement outbox in the store: unsettled receipts with what a batch needs, batches recorded
-//! with their leaves in one transaction, a receipt settled at most once, and batch states moved by
-//! compare-and-set. Every test runs on SQLite and on PostgreSQL.
+//! Settlement in the hub: unsettled receipts with what a batch needs, each epoch's batch recorded
+//! with its leaves in one transaction (a receipt settled once, a later one for the rest), batch
+//! states moved by compare-and-set, the relayer posting each batch once and finalizing it after its
+//! window (against a scripted chain double), and the API a provider checks its pay with. Every test
+//! runs on SQLite and on PostgreSQL.
 
 mod common;
 
@@ -14,9 +16,11 @@ use common::*;
 use serde_json::{Value, json};
 use settlement::receipt::Receipt;
 
-/// A one-GPU job placed on gn-a, paid by tenant team-a from `payer`: its hub record and gn-a's
-/// token.
-async fn placed(store: &api::store::Store) -> (axum::Router, String, api::store::AssignmentRow) {
+/// A one-GPU job placed on gn-a, paid by tenant team-a from its payer address: the app, gn-a's
+/// token, the assignment's hub record and team-a's API key.
+async fn placed(
+    store: &api::store::Store,
+) -> (axum::Router, String, api::store::AssignmentRow, String) {
     let (app, state, key) = app(store, "team-a").await;
     let mut registration = registration("gn-a", "eu-west", 1, "2.00");
     registration["operatorAddress"] = json!("agora1zqqqqqqqqq");
@@ -32,7 +36,7 @@ async fn placed(store: &api::store::Store) -> (axum::Router, String, api::store:
             .await
             .unwrap()
     );
-    (app, token, row)
+    (app, token, row, key)
 }
 
 /// gn-a's signed receipt for `row` covering `seconds` of its GPU, sent to the hub.
@@ -136,7 +140,7 @@ impl SettlementChain for ScriptedChain {
 
 backend_tests! {
     async fn the_relayer_posts_each_batch_once_and_finalizes_it_after_its_window(store: Store) {
-        let (app, token, row) = placed(&store).await;
+        let (app, token, row, _key) = placed(&store).await;
         let receipt = receipted(&app, &token, &row, 30).await;
         let leaf = NewLeaf {
             assignment_id: row.id.clone(),
@@ -183,7 +187,7 @@ backend_tests! {
     }
 
     async fn a_receipt_is_settled_once_and_a_later_one_only_for_the_rest(store: Store) {
-        let (app, token, row) = placed(&store).await;
+        let (app, token, row, _key) = placed(&store).await;
         let first = receipted(&app, &token, &row, 5).await;
         let now = api::store::now_ms();
 
@@ -227,7 +231,7 @@ backend_tests! {
     }
 
     async fn batch_states_move_forward_once(store: Store) {
-        let (app, token, row) = placed(&store).await;
+        let (app, token, row, _key) = placed(&store).await;
         let receipt = receipted(&app, &token, &row, 30).await;
         let leaf = NewLeaf {
             assignment_id: row.id.clone(),
@@ -262,5 +266,112 @@ backend_tests! {
         assert!(built.is_empty());
         let (all, _) = store.list_batches(None, None, 10).await.unwrap();
         assert_eq!(all.len(), 1);
+    }
+
+    async fn each_epochs_batch_settles_what_earlier_ones_did_not_pay(store: Store) {
+        let (app, token, row, _key) = placed(&store).await;
+        let first = receipted(&app, &token, &row, 5).await;
+        let period = |from: u64| settlement::batch::Period { from_ms: from, to_ms: api::store::now_ms() as u64 };
+        let network = crds::agent::DEFAULT_NETWORK;
+
+        let build = api::settlement::build_batch(&store, network, period(0)).await.unwrap();
+        assert_eq!((build.receipts, build.unaddressed, build.rejected), (1, 0, 0), "{build:?}");
+        let id = build.batch.expect("a batch");
+        let recorded = store.batch(&id).await.unwrap().unwrap();
+        assert_eq!(recorded.state, BatchState::Built);
+        assert_eq!(recorded.provider_totals, json!([{"address": "agora1zqqqqqqqqq", "amount": first.amount_micros().to_string()}]));
+        assert_eq!(recorded.payer_totals, json!([{"address": "agora1yqqqqqqqqq", "amount": first.amount_micros().to_string()}]));
+        // The recorded leaves rebuild the recorded root, and each leaf's proof verifies.
+        let leaves: Vec<Vec<u8>> = store.batch_leaves(&id).await.unwrap().iter().map(|l| hex::decode(&l.body).unwrap()).collect();
+        let tree = settlement::merkle::MerkleTree::from_leaves(&leaves);
+        assert_eq!(hex::encode(tree.root()), recorded.root);
+        let path = tree.proof(0).unwrap();
+        assert!(settlement::merkle::verify(&leaves[0], 0, 1, &path, &tree.root()));
+        // Nothing new: no batch.
+        let again = api::settlement::build_batch(&store, network, period(1)).await.unwrap();
+        assert_eq!(again.batch, None);
+
+        // The job goes on; the next epoch pays the rest, once.
+        let later = receipted(&app, &token, &row, 20).await;
+        let next = api::settlement::build_batch(&store, network, period(2)).await.unwrap();
+        let next_id = next.batch.expect("a second batch");
+        let leaf = &store.batch_leaves(&next_id).await.unwrap()[0];
+        assert_eq!((leaf.amount_micros, leaf.paid_micros), (later.amount_micros(), later.amount_micros() - first.amount_micros()));
+    }
+
+    async fn receipts_without_a_payer_wait(store: Store) {
+        let (app, token, row, _key) = placed(&store).await;
+        // The tenant has no payer address (any more).
+        let tenant = store.ensure_tenant("team-a").await.unwrap();
+        assert!(store.clear_payer_address(&tenant).await.unwrap());
+        receipted(&app, &token, &row, 5).await;
+        let period = settlement::batch::Period { from_ms: 0, to_ms: api::store::now_ms() as u64 };
+        let build = api::settlement::build_batch(&store, crds::agent::DEFAULT_NETWORK, period).await.unwrap();
+        assert_eq!((build.batch, build.unaddressed), (None, 1));
+    }
+
+    async fn providers_check_their_pay_through_the_api(store: Store) {
+        let (app, token, row, key) = placed(&store).await;
+        let receipt = receipted(&app, &token, &row, 10).await;
+        let get = |path: String| {
+            let app = app.clone();
+            let key = key.clone();
+            async move { send(&app, "GET", &path, Some(&key), None, "").await }
+        };
+        // Not settled yet: listed without a batch, no proof.
+        let listed = get(format!("/v1/receipts?job={}", row.job_id)).await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        let id = format!("{}.{}", row.id, receipt.sequence);
+        assert_eq!(listed.body["items"], json!([{"id": id, "job": row.job_id, "assignment": row.id, "sequence": 10, "amountMicros": receipt.amount_micros()}]));
+        assert_eq!(get(format!("/v1/receipts/{id}/proof")).await.status, 404);
+
+        let period = settlement::batch::Period { from_ms: 0, to_ms: api::store::now_ms() as u64 };
+        let batch = api::settlement::build_batch(&store, crds::agent::DEFAULT_NETWORK, period).await.unwrap().batch.unwrap();
+        let listed = get(format!("/v1/receipts?job={}", row.job_id)).await;
+        assert_eq!(listed.body["items"][0]["batch"], batch.as_str());
+        assert_eq!(listed.body["items"][0]["paidMicros"], receipt.amount_micros());
+        let shown = get(format!("/v1/settlement/batches/{batch}")).await;
+        assert_eq!((shown.body["state"].as_str(), shown.body["receipts"].as_u64()), (Some("built"), Some(1)), "{}", shown.body);
+
+        // Posted and final: the proof names the transaction and checks against the root.
+        let chain = ScriptedChain::default();
+        let mut tries = HashMap::new();
+        relay_once(&store, &chain, api::store::now_ms(), &mut tries).await.unwrap();
+        relay_once(&store, &chain, api::store::now_ms() + 61_000, &mut tries).await.unwrap();
+        let proof = get(format!("/v1/receipts/{id}/proof")).await;
+        assert_eq!(proof.status, 200, "{}", proof.body);
+        let p = &proof.body;
+        assert_eq!((p["batch"].as_str(), p["tx"].as_str(), p["index"].as_u64(), p["tree_size"].as_u64()), (Some(batch.as_str()), Some(format!("TX-{batch}").as_str()), Some(0), Some(1)));
+        let leaf = hex::decode(p["leaf"].as_str().unwrap()).unwrap();
+        assert_eq!(Receipt::decode(&leaf).unwrap(), receipt, "the leaf is the signed receipt");
+        let root: [u8; 32] = hex::decode(p["root"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let path: Vec<[u8; 32]> = p["path"].as_array().unwrap().iter().map(|h| hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap()).collect();
+        assert!(settlement::merkle::verify(&leaf, 0, 1, &path, &root));
+        let finals = get("/v1/settlement/batches?state=final".into()).await;
+        assert_eq!(finals.body["items"][0]["id"], batch.as_str(), "{}", finals.body);
+        assert_eq!(finals.body["items"][0]["tx"], format!("TX-{batch}"));
+
+        let metrics = send(&app, "GET", "/metrics", None, None, "").await;
+        assert!(
+            metrics.text.contains("agora_settlement_batches{state=\"final\"} 1")
+                && metrics.text.contains("agora_settlement_batches{state=\"built\"} 0"),
+            "{}",
+            metrics.text
+        );
+
+        // Mistakes name what to fix.
+        for (path, status, field) in [
+            ("/v1/receipts".to_string(), 400, "job"),
+            ("/v1/receipts?job=job-nope".to_string(), 404, ""),
+            ("/v1/receipts/not-a-receipt/proof".to_string(), 400, "id"),
+            ("/v1/settlement/batches?state=paid".to_string(), 400, "state"),
+            ("/v1/settlement/batches/epoch-0-none".to_string(), 404, ""),
+        ] {
+            let reply = get(path.clone()).await;
+            assert_eq!(reply.status, status, "{path}: {}", reply.body);
+            if !field.is_empty() {
+                assert_eq!(reply.body["error"]["field"], field, "{path}: {}", reply.body);
+            }
+        }
     }
 }
