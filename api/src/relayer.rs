@@ -57,6 +57,91 @@ pub trait SettlementChain: Send + Sync {
     fn challenge_window(&self) -> Duration;
 }
 
+/// The settlement contract on a chain reached through `settlement::chain` (a real Cosmos chain
+/// or the embedded devnet): batches go out as the contract's `PostBatch` and `FinalizeBatch`.
+pub struct ContractChain {
+    chain: std::sync::Arc<dyn settlement::chain::Chain>,
+    window: Duration,
+}
+
+impl ContractChain {
+    /// The contract behind `chain`, whose challenge window is read from its params.
+    pub async fn connect(
+        chain: std::sync::Arc<dyn settlement::chain::Chain>,
+    ) -> Result<Self, ChainFailure> {
+        let params = chain
+            .query(serde_json::json!({"params": {}}))
+            .await
+            .map_err(failure)?;
+        let seconds = params["challenge_window_seconds"].as_u64().ok_or_else(|| {
+            ChainFailure::Refused(format!(
+                "the contract's params have no challenge_window_seconds: {params}"
+            ))
+        })?;
+        Ok(Self {
+            chain,
+            window: Duration::from_secs(seconds),
+        })
+    }
+
+    /// `PostBatch` of `batch`, as the contract's `ExecuteMsg` spells it.
+    pub fn post_batch_msg(batch: &BatchRow) -> serde_json::Value {
+        serde_json::json!({"post_batch": {
+            "id": batch.id,
+            "root": batch.root,
+            "period": {"from_ms": batch.period_from_ms.max(0), "to_ms": batch.period_to_ms.max(0)},
+            "receipts": batch.receipts.max(0),
+            "provider_totals": batch.provider_totals,
+            "payer_totals": batch.payer_totals,
+        }})
+    }
+}
+
+/// A chain client error as the relayer sorts it.
+fn failure(error: settlement::chain::ChainError) -> ChainFailure {
+    if error.is_retryable() {
+        ChainFailure::Unavailable(error.to_string())
+    } else {
+        ChainFailure::Refused(error.to_string())
+    }
+}
+
+fn included(outcome: settlement::chain::TxOutcome) -> Included {
+    Included {
+        tx: outcome.hash,
+        height: outcome.height,
+    }
+}
+
+impl SettlementChain for ContractChain {
+    fn post_batch<'a>(&'a self, batch: &'a BatchRow) -> ChainFuture<'a, Included> {
+        Box::pin(async move {
+            self.chain
+                .execute(Self::post_batch_msg(batch), Vec::new())
+                .await
+                .map(included)
+                .map_err(failure)
+        })
+    }
+
+    fn finalize_batch<'a>(&'a self, id: &'a str) -> ChainFuture<'a, Included> {
+        Box::pin(async move {
+            self.chain
+                .execute(
+                    serde_json::json!({"finalize_batch": {"id": id}}),
+                    Vec::new(),
+                )
+                .await
+                .map(included)
+                .map_err(failure)
+        })
+    }
+
+    fn challenge_window(&self) -> Duration {
+        self.window
+    }
+}
+
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pass {
