@@ -161,5 +161,19 @@ pub async fn job_view(state: &AppState, row: &JobRow) -> ApiResult<Job> {
             until_ms: r.until_ms,
         })
         .collect();
+    // The latest batch that settles part of the job, and the transaction that posted it.
+    if let Some(leaf) = state
+        .store
+        .job_leaves(&row.id)
+        .await?
+        .into_iter()
+        .max_by(|a, b| a.batch_id.cmp(&b.batch_id))
+    {
+        let tx = state.store.batch(&leaf.batch_id).await?.and_then(|b| b.tx);
+        job.status.settlement = Some(crds::v1alpha1::SettlementStatus {
+            batch: Some(leaf.batch_id),
+            tx,
+        });
+    }
     Ok(job)
 }

@@ -351,6 +351,14 @@ backend_tests! {
         assert_eq!(finals.body["items"][0]["id"], batch.as_str(), "{}", finals.body);
         assert_eq!(finals.body["items"][0]["tx"], format!("TX-{batch}"));
 
+        // The job's status names the batch and the transaction that settle it.
+        let job = get(format!("/v1/jobs/{}", row.job_id)).await;
+        assert_eq!(
+            job.body["status"]["settlement"],
+            json!({"batch": batch, "tx": format!("TX-{batch}")}),
+            "{}",
+            job.body
+        );
         let metrics = send(&app, "GET", "/metrics", None, None, "").await;
         assert!(
             metrics.text.contains("agora_settlement_batches{state=\"final\"} 1")
