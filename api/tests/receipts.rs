@@ -49,29 +49,16 @@ fn receipt(row: &api::store::AssignmentRow, sequence: u64) -> Receipt {
     }
 }
 
-/// The wire body of `receipt` with `signature`.
-fn body(receipt: &Receipt, signature: &str) -> Value {
-    json!({
-        "receipt": {
-            "network": receipt.network,
-            "node": receipt.node,
-            "job": receipt.job,
-            "assignment": receipt.assignment,
-            "sequence": receipt.sequence,
-            "priceMicrosPerGpuHour": receipt.price_micros_per_gpu_hour,
-            "gpus": receipt.gpus,
-            "startedAtMs": receipt.started_at_ms,
-            "untilMs": receipt.until_ms,
-            "gpuMillis": receipt.gpu_millis,
-        },
-        "signature": signature,
-    })
-}
-
 /// Sends `receipt` signed by gn-a's key.
 async fn send_signed(app: &Router, token: &str, receipt: &Receipt) -> Reply {
     let signature = receipt.sign(&node_key("gn-a")).unwrap();
-    send_body(app, token, &receipt.assignment, &body(receipt, &signature)).await
+    send_body(
+        app,
+        token,
+        &receipt.assignment,
+        &receipt_body(receipt, &signature),
+    )
+    .await
 }
 
 async fn send_body(app: &Router, token: &str, assignment: &str, body: &Value) -> Reply {
@@ -138,13 +125,13 @@ backend_tests! {
         let (app, token, row, _) = placed(&store).await;
         let honest = receipt(&row, 2);
         let signature = honest.sign(&node_key("gn-a")).unwrap();
-        let mut tampered = body(&honest, &signature);
+        let mut tampered = receipt_body(&honest, &signature);
         tampered["receipt"]["gpuMillis"] = 4_000.into();
         tampered["receipt"]["untilMs"] = (honest.until_ms + 1_000).into();
         assert_refused(&send_body(&app, &token, &row.id, &tampered).await, 401, "invalid_signature", "signature");
         // Signed by another key than the node's registered one.
         let forged = honest.sign(&node_key("gn-b")).unwrap();
-        assert_refused(&send_body(&app, &token, &row.id, &body(&honest, &forged)).await, 401, "invalid_signature", "signature");
+        assert_refused(&send_body(&app, &token, &row.id, &receipt_body(&honest, &forged)).await, 401, "invalid_signature", "signature");
         assert!(kept(&store, &row.job_id).await.is_empty());
     }
 

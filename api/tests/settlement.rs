@@ -60,16 +60,7 @@ async fn receipted(
         gpu_millis: 1_000 * seconds,
     };
     let signature = receipt.sign(&node_key("gn-a")).unwrap();
-    let body = json!({
-        "receipt": {
-            "network": receipt.network, "node": receipt.node, "job": receipt.job,
-            "assignment": receipt.assignment, "sequence": receipt.sequence,
-            "priceMicrosPerGpuHour": receipt.price_micros_per_gpu_hour, "gpus": receipt.gpus,
-            "startedAtMs": receipt.started_at_ms, "untilMs": receipt.until_ms,
-            "gpuMillis": receipt.gpu_millis,
-        },
-        "signature": signature,
-    });
+    let body = receipt_body(&receipt, &signature);
     let path = format!("/v1/agent/assignments/{}/receipts", row.id);
     let reply = send(
         app,

@@ -228,12 +228,7 @@ backend_tests! {
             gpu_millis: 20_000,
         };
         let signature = receipt.sign(&node_key("gn-a")).unwrap();
-        let body = json!({"receipt": {
-            "network": receipt.network, "node": receipt.node, "job": receipt.job,
-            "assignment": receipt.assignment, "sequence": receipt.sequence,
-            "priceMicrosPerGpuHour": receipt.price_micros_per_gpu_hour, "gpus": receipt.gpus,
-            "startedAtMs": receipt.started_at_ms, "untilMs": receipt.until_ms, "gpuMillis": receipt.gpu_millis,
-        }, "signature": signature});
+        let body = receipt_body(&receipt, &signature);
         let path = format!("/v1/agent/assignments/{}/receipts", row.id);
         assert_eq!(send(&app, "POST", &path, Some(&token), Some("application/json"), body.to_string()).await.status, 204);
         let owed = u128::from(receipt.amount_micros());

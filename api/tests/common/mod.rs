@@ -576,3 +576,13 @@ pub fn registration(name: &str, region: &str, gpus: usize, price: &str) -> Value
         "signature": "00".repeat(64)
     })
 }
+
+/// The wire body of `receipt` with `signature` (`POST /v1/agent/assignments/{id}/receipts`), as
+/// the agent sends it.
+pub fn receipt_body(receipt: &settlement::receipt::Receipt, signature: &str) -> Value {
+    serde_json::to_value(crds::agent::ReceiptReport {
+        receipt: receipt.into(),
+        signature: signature.to_string(),
+    })
+    .expect("a receipt report serializes")
+}
