@@ -68,7 +68,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Scheduler(args) => scheduler(args),
         Bench::Hub(args) => hub(args).await,
         Bench::Agent(args) => crate::bench_agent::run(args).await,
-        Bench::Settlement(args) => crate::bench_settlement::run(args),
+        Bench::Settlement(args) => crate::bench_settlement::run(args).await,
     }
 }
 

@@ -108,6 +108,7 @@ async fn measure(args: &AgentBenchArgs, dir: &std::path::Path) -> anyhow::Result
         api_key_file: None,
         tls: None,
         allow_plain_http: false,
+        chain: None,
     })
     .await?;
     let measured = measure_agent(args, dir, &hub.url()).await;

@@ -15,6 +15,10 @@
 //! - `batch_1m_ms`: building the 1,000,000-receipt batch, signature checks excluded (present only
 //!   at the default `--receipts`; `batch_build_ms` is the same phase at any size).
 //! - `receipts_per_tx`: receipts settled by the one `PostBatch` that carries the whole epoch.
+//! - `devnet_gas_per_batch`: the large batch posted and finalized on the embedded devnet (the
+//!   real contract), gas estimated at Cosmos SDK and wasmd prices without the Wasm instructions'
+//!   own gas (`settlement::devnet::gas`); beside it the smallest batch (one receipt, one
+//!   provider, one payer): gas follows the number of providers and payers, not of receipts.
 //! - Baselines measured in the same run: encoding and SHA-256-hashing every receipt once (the
 //!   least any commitment to each receipt costs), and naive proving (rebuilding the tree for each
 //!   proof) on a small batch.
@@ -57,7 +61,7 @@ pub struct SettlementBenchArgs {
     pub naive: u64,
 }
 
-pub fn run(args: SettlementBenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: SettlementBenchArgs) -> anyhow::Result<()> {
     let progress = |what: &str| {
         if !args.json {
             eprintln!("{what}…");
@@ -125,6 +129,10 @@ pub fn run(args: SettlementBenchArgs) -> anyhow::Result<()> {
     ));
     let (sign_s, signed_build_s, signed_prove_s) = signed_phase(signed, period)?;
 
+    progress("posting and finalizing the batch on the embedded devnet");
+    let gas = devnet_gas(&batch).await?;
+    let smallest = devnet_gas(&smallest_batch(period)?).await?;
+
     let naive = usize::try_from(args.naive)?;
     progress(&format!(
         "naive baseline: {naive} proofs, rebuilding the tree for each"
@@ -166,8 +174,12 @@ pub fn run(args: SettlementBenchArgs) -> anyhow::Result<()> {
         "baseline_naive_receipts": leaves.len(),
         "ratio_vs_naive": receipts_per_s / naive_per_s.max(f64::MIN_POSITIVE),
         "ratio_vs_hash_once": receipts_per_s / hash_per_s.max(f64::MIN_POSITIVE),
-        "devnet_gas_per_batch": null,
-        "devnet_gas_per_batch_note": "measured on the embedded devnet, not by this benchmark",
+        "devnet_gas_per_batch": gas.post + gas.finalize,
+        "devnet_gas_post_batch": gas.post,
+        "devnet_gas_finalize_batch": gas.finalize,
+        "devnet_gas_per_receipt": (gas.post + gas.finalize) as f64 / n as f64,
+        "devnet_gas_smallest_batch": smallest.post + smallest.finalize,
+        "devnet_gas_note": GAS_NOTE,
         "cores": 1,
         "network": NETWORK,
     });
@@ -227,7 +239,19 @@ pub fn run(args: SettlementBenchArgs) -> anyhow::Result<()> {
         naive_per_s,
         receipts_per_s / naive_per_s.max(f64::MIN_POSITIVE)
     );
-    println!("gas per batch: measured on the embedded devnet, not here");
+    println!(
+        "{:<40} {:>14}  post {} + finalize {}",
+        format!("devnet gas per batch ({n} receipts)"),
+        gas.post + gas.finalize,
+        gas.post,
+        gas.finalize
+    );
+    println!(
+        "{:<40} {:>14}  1 receipt, 1 provider, 1 payer",
+        "devnet gas, smallest batch",
+        smallest.post + smallest.finalize
+    );
+    println!("  ({GAS_NOTE})");
     Ok(())
 }
 
@@ -302,6 +326,70 @@ fn signed_phase(n: usize, period: Period) -> anyhow::Result<(f64, f64, f64)> {
 /// The `PostBatch` execute message of the batch, as the settler would send it (amounts as
 /// decimal strings, as CosmWasm's `Uint128` is written): its size depends on the number of
 /// addresses paid and paying, not on the number of receipts.
+/// What the devnet gas figures are, and are not.
+const GAS_NOTE: &str = "estimated: store accesses, transaction bytes, signature and wasmd per-call costs at Cosmos SDK / wasmd prices, without the Wasm instructions' own gas";
+
+/// Gas of one batch's two transactions on the devnet.
+struct BatchGas {
+    post: u64,
+    finalize: u64,
+}
+
+/// Posts `batch` to a fresh devnet (its synthetic addresses mapped to devnet accounts, each payer's
+/// escrow funded) and finalizes it, and returns the estimated gas of both transactions.
+async fn devnet_gas(batch: &Batch) -> anyhow::Result<BatchGas> {
+    use settlement::{
+        chain::{Chain, Coin},
+        devnet::{Devnet, DevnetConfig},
+    };
+    let devnet = Devnet::start(DevnetConfig {
+        challenge_window_seconds: 0,
+        ..DevnetConfig::default()
+    })?;
+    let totals = |totals: &[settlement::batch::Total]| {
+        totals
+            .iter()
+            .map(|t| serde_json::json!({"address": devnet.address(&t.address), "amount": t.amount.to_string()}))
+            .collect::<Vec<_>>()
+    };
+    for payer in &batch.payer_totals {
+        let address = devnet.address(&payer.address);
+        devnet.fund(&address, payer.amount).await?;
+        let deposit = vec![Coin::new(devnet.denom(), payer.amount)];
+        devnet
+            .execute_as(&address, serde_json::json!({"deposit": {}}), deposit)
+            .await?;
+    }
+    let post = serde_json::json!({"post_batch": {
+        "id": batch.id,
+        "root": batch.root_hex(),
+        "period": {"from_ms": batch.period.from_ms, "to_ms": batch.period.to_ms},
+        "receipts": batch.receipts(),
+        "provider_totals": totals(&batch.provider_totals),
+        "payer_totals": totals(&batch.payer_totals),
+    }});
+    let posted = devnet.execute(post, vec![]).await?;
+    let finalized = devnet
+        .execute(
+            serde_json::json!({"finalize_batch": {"id": batch.id}}),
+            vec![],
+        )
+        .await?;
+    Ok(BatchGas {
+        post: posted.gas_used,
+        finalize: finalized.gas_used,
+    })
+}
+
+/// A batch of one receipt: one provider, one payer.
+fn smallest_batch(period: Period) -> anyhow::Result<Batch> {
+    let built = BatchBuilder::new(NETWORK, period)
+        .signatures(Signatures::CheckedOnArrival)
+        .build(synthetic_entries(1, 7));
+    anyhow::ensure!(built.rejected.is_empty(), "the one receipt was refused");
+    Ok(built.batch)
+}
+
 fn post_batch_message(batch: &Batch) -> anyhow::Result<String> {
     let totals = |totals: &[settlement::batch::Total]| {
         totals

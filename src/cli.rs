@@ -69,6 +69,8 @@ pub struct DevArgs {
     /// Simulated GPU agents to start in-process (0: wait for external `agora agent`s).
     #[arg(long, default_value_t = 3)]
     pub agents: usize,
+    #[command(flatten)]
+    pub chain: crate::chain::ChainArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -174,6 +176,8 @@ pub struct ServerArgs {
         requires = "kubernetes"
     )]
     pub kubernetes_lease: String,
+    #[command(flatten)]
+    pub chain: crate::chain::ChainArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -387,6 +391,20 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let chain = args.chain.link(crate::chain::Defaults {
+        mode: crate::chain::ChainMode::None,
+        epoch: Duration::from_secs(3_600),
+        devnet_state: None,
+    })?;
+    if let Some(link) = &chain {
+        eprintln!("settling on {}", link.chain.label());
+        if link.devnet.is_some() && args.chain.devnet_state.is_none() {
+            eprintln!(
+                "warning: the embedded devnet keeps its chain in memory: a restart starts a new one \
+                 (--devnet-state FILE keeps it); run one replica only"
+            );
+        }
+    }
     let hub = api::RunningHub::start(api::HubConfig {
         listen: args.listen,
         database_url: args.database_url,
@@ -394,6 +412,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         api_key_file: args.api_key_file.clone(),
         tls,
         allow_plain_http: args.allow_plain_http,
+        chain,
     })
     .await?;
     if let Some(file) = &args.api_key_file {

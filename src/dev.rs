@@ -39,6 +39,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         ..api::HubSettings::default()
     };
     let key_file = data_dir.join("api-key");
+    // Settlement on the embedded devnet by default: short epochs and challenge windows, so a
+    // finished job's receipts are in a final batch within a minute.
+    let chain = args.chain.link(crate::chain::Defaults {
+        mode: crate::chain::ChainMode::Embedded,
+        epoch: Duration::from_secs(10),
+        devnet_state: Some(data_dir.join("devnet.json")),
+    })?;
+    let chain_line = chain.as_ref().map(|link| link.chain.label());
     let hub = api::RunningHub::start(api::HubConfig {
         listen: args.listen,
         database_url: format!("sqlite://{}", database.display()),
@@ -48,6 +56,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         // `agora dev` is a trial hub: on loopback by default, and `--listen` elsewhere is the
         // user's explicit choice (a container's port, say).
         allow_plain_http: true,
+        chain,
     })
     .await?;
     let key = hub.api_key().unwrap_or_default().to_string();
@@ -137,12 +146,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             println!("{line}");
         }
     }
+    match &chain_line {
+        Some(label) => println!("Settling on {label}"),
+        None => println!("Settlement: off (--chain none): receipts are kept, nothing is posted."),
+    }
     println!();
     println!("Try it:");
     println!("  export AGORA_API_KEY=$(cat {})", key_file.display());
     println!("  agora job submit examples/quickstart.yaml --wait");
     println!("  agora job list && agora node list");
     println!("  curl -H \"Authorization: Bearer $AGORA_API_KEY\" {url}/v1/jobs");
+    if chain_line.is_some() {
+        println!("  curl -H \"Authorization: Bearer $AGORA_API_KEY\" {url}/v1/settlement/batches");
+    }
     println!("Metrics for Prometheus: {url}/metrics   API description: {url}/openapi.json");
     println!(
         "Ctrl-C stops everything; state stays in {}.",

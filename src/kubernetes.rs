@@ -253,6 +253,7 @@ mod tests {
             api_key_file: None,
             tls: None,
             allow_plain_http: false,
+            chain: None,
         })
         .await
         .unwrap()

@@ -163,7 +163,7 @@ fn the_database_url_comes_from_the_secret_and_never_appears_in_clear() {
 #[test]
 fn mistakes_fail_naming_the_value_to_fix() {
     let Some(helm) = helm() else { return };
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &[],
             "database.existingSecret is required: the Secret holding the hub's PostgreSQL URL",
@@ -173,6 +173,20 @@ fn mistakes_fail_naming_the_value_to_fix() {
         (&[REQUIRED[0], "replicas=0"], "replicas"),
         (&[REQUIRED[0], "chain.mode=ethereum"], "chain.mode"),
         (&[REQUIRED[0], "chain.mode=cosmos"], "chain.rpcUrl"),
+        (
+            &[
+                REQUIRED[0],
+                "chain.mode=cosmos",
+                "chain.rpcUrl=https://rpc.example.org",
+                "chain.contract=cosmos14hj2tavq8fpesdwxxcu44rty3hh90vhujrvcmstl4zr3txmfvw9s4hmalr",
+                "chain.keySecret.name=key",
+            ],
+            "chain.mode=cosmos needs chain.chainId",
+        ),
+        (
+            &[REQUIRED[0], "chain.mode=embedded"],
+            "set replicas=1 (now 2), or chain.mode=cosmos",
+        ),
         (
             &[REQUIRED[0], "server.apiKeyLimit=lots"],
             "server.apiKeyLimit",
@@ -387,8 +401,9 @@ fn the_hub_runs_the_operator_under_its_pod_identity() {
         env(&rendered, "AGORA_KUBERNETES_LEASE"),
         Some("agora-operator")
     );
-    assert_eq!(env(&rendered, "AGORA_CHAIN"), Some("embedded"));
+    assert_eq!(env(&rendered, "AGORA_CHAIN"), Some("none"));
     assert!(env_value(hub, "AGORA_CHAIN_KEY_FILE").is_none());
+    assert!(env_value(hub, "AGORA_SETTLEMENT_EPOCH_SECONDS").is_none());
     // The hub's defaults, passed explicitly so `kubectl describe` shows them.
     for (name, value) in [
         ("AGORA_NODE_TIMEOUT_SECONDS", "20"),
@@ -440,6 +455,9 @@ fn every_variable_the_chart_sets_is_one_the_hub_reads() {
                 "AGORA_CHAIN_RPC_URL",
                 "AGORA_CHAIN_CONTRACT",
                 "AGORA_CHAIN_KEY_FILE",
+                "AGORA_CHAIN_ID",
+                "AGORA_CHAIN_GAS_PRICE",
+                "AGORA_SETTLEMENT_EPOCH_SECONDS",
             ][..],
         ),
     ]
@@ -595,6 +613,9 @@ fn every_option_renders_as_documented() {
     for (name, value) in [
         ("AGORA_CHAIN", "cosmos"),
         ("AGORA_CHAIN_RPC_URL", "https://rpc.example.org:443"),
+        ("AGORA_CHAIN_ID", "agora-1"),
+        ("AGORA_CHAIN_GAS_PRICE", "0.05uagora"),
+        ("AGORA_SETTLEMENT_EPOCH_SECONDS", "600"),
         ("AGORA_KUBERNETES_LEASE", "agora-operator-blue"),
         ("AGORA_NODE_TIMEOUT_SECONDS", "30"),
         ("AGORA_HEARTBEAT_INTERVAL_SECONDS", "6"),
@@ -720,6 +741,10 @@ fn the_other_side_of_every_switch() {
         Some("agora-hub-managed")
     );
     assert!(pod["topologySpreadConstraints"].is_null());
+    // One replica may run the embedded devnet.
+    assert_eq!(env(&rendered, "AGORA_CHAIN"), Some("embedded"));
+    assert_eq!(env(&rendered, "AGORA_SETTLEMENT_EPOCH_SECONDS"), Some("60"));
+    assert!(env(&rendered, "AGORA_CHAIN_RPC_URL").is_none());
     assert_eq!(args(&rendered), ["server", "--kubernetes"]);
     assert_eq!(
         hub(&rendered)["image"].as_str(),

@@ -66,6 +66,7 @@ async fn start_tls_hub(pki: &TestPki) -> api::RunningHub {
             key: pki.key.clone(),
         }),
         allow_plain_http: false,
+        chain: None,
     })
     .await
     .expect("a TLS hub starts")

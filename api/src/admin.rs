@@ -31,6 +31,21 @@ pub enum AdminCommand {
     /// contract); a tenant's receipts are settled only once it has one.
     #[command(subcommand)]
     Payer(PayerCommand),
+    /// Queue a slash of an operator's stake: the hub's settlement loop sends it to the contract
+    /// (`GET /v1/settlement/slashes` shows how it went).
+    Slash {
+        /// The operator's chain address (the `operatorAddress` its nodes registered with).
+        #[arg(long)]
+        operator: String,
+        /// `fraud`, `cheating` or `downtime` (each has its slash ratio in the contract's params).
+        #[arg(long)]
+        reason: String,
+        /// Why, as a reference anyone can check (a batch and receipt, an incident): 1 to 1024 bytes.
+        #[arg(long)]
+        evidence: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 /// `agora admin payer …`
@@ -105,20 +120,38 @@ pub async fn run(command: AdminCommand, out: &mut impl Write) -> anyhow::Result<
             writeln!(out, "tenant `{tenant}` pays from {address}")?;
             Ok(())
         }
+        AdminCommand::Slash {
+            operator,
+            reason,
+            evidence,
+            database,
+        } => {
+            let invalid = |e| match e {
+                crate::slashing::SlashRequestError::Invalid { field, message } => {
+                    anyhow::anyhow!("invalid --{field}: {message}")
+                }
+                e => anyhow::Error::new(e).context("queueing the slash"),
+            };
+            crate::slashing::check_request(&operator, &reason, &evidence).map_err(invalid)?;
+            let store = open(&database).await?;
+            let result =
+                crate::slashing::request_slash(&store, &operator, &reason, &evidence).await;
+            store.close().await;
+            let slash = result.map_err(invalid)?;
+            writeln!(
+                out,
+                "slash {} of {operator} ({reason}) queued: the hub's leader sends it to the contract",
+                slash.id
+            )?;
+            Ok(())
+        }
     }
 }
 
 /// A chain account address as the settlement contract takes it: bech32, lowercase.
 fn check_address(address: &str) -> anyhow::Result<()> {
-    let (prefix, data) = address.split_once('1').unwrap_or(("", ""));
-    let valid = (1..=16).contains(&prefix.len())
-        && prefix.bytes().all(|b| b.is_ascii_lowercase())
-        && (6..=90).contains(&data.len())
-        && data
-            .bytes()
-            .all(|b| b"qpzry9x8gf2tvdw0s3jn54khce6mua7l".contains(&b));
     anyhow::ensure!(
-        valid,
+        crate::slashing::is_operator_address(address),
         "invalid --address {address:?}: expected a bech32 account address such as wasm1…"
     );
     Ok(())

@@ -215,6 +215,7 @@ async fn run_hub(
         api_key_file: Some(workdir.0.join("api-key")),
         tls: None,
         allow_plain_http: false,
+        chain: None,
     })
     .await?;
     progress(&format!("hub on {} ({backend})", hub.url()));

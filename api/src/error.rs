@@ -42,6 +42,10 @@ pub enum ApiError {
     NoRoute,
     #[error("this route does not take that method")]
     MethodNotAllowed,
+    /// Something the answer depends on is not there: no chain configured, or the chain did not
+    /// answer (503, with a code saying which).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -84,6 +88,7 @@ impl ApiError {
             }
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_such_route"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -114,6 +119,7 @@ impl IntoResponse for ApiError {
                 (message.clone(), Some((*field).to_string()))
             }
             ApiError::Conflict { message, .. } => (message.clone(), None),
+            ApiError::Unavailable { message, .. } => (message.clone(), None),
             other => (other.to_string(), None),
         };
         let body = ErrorBody {

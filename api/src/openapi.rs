@@ -333,6 +333,116 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/settlement/slashes",
+        id: "listSettlementSlashes",
+        summary: "List the slashes asked of the settlement contract (oldest first): pending, posted with what the contract took, or failed with why",
+        auth: Auth::ApiKey,
+        query: &[
+            (
+                "operator",
+                r#"{"type": "string"}"#,
+                "Only the slashes of this operator (chain address)",
+            ),
+            (
+                "state",
+                r#"{"type": "string", "enum": ["pending", "posted", "failed"]}"#,
+                "Only slashes in this state",
+            ),
+            ("limit", LIMIT_SCHEMA, "Page size, 1 to 500 (default 50)"),
+            (
+                "after",
+                r#"{"type": "string"}"#,
+                "The `next` cursor of the previous page",
+            ),
+        ],
+        request: None,
+        responses: &[
+            (
+                200,
+                "A page of slashes",
+                Some(schema::<rest::List<crate::slashing::SlashView>>),
+            ),
+            (400, "A bad query", Some(schema::<rest::ErrorBody>)),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/operators/{address}/statement",
+        id: "getOperatorStatement",
+        summary: "An operator's earnings statement for a period: jobs, GPU-hours, gross, fee, slashes, net, with batch and transaction references. JSON, or CSV with `Accept: text/csv` or `format=csv`. Income counts when its batch went final.",
+        auth: Auth::ApiKey,
+        query: &[
+            (
+                "from",
+                r#"{"type": "string"}"#,
+                "Start of the period (inclusive): RFC 3339, a date (midnight UTC) or Unix milliseconds; default: the start of the current UTC month, or of the month `to` ends",
+            ),
+            (
+                "to",
+                r#"{"type": "string"}"#,
+                "End of the period (exclusive), same forms; default: the start of the month after `from`. At most 400 days after `from`",
+            ),
+            (
+                "format",
+                r#"{"type": "string", "enum": ["json", "csv"]}"#,
+                "json (default) or csv; without it, `Accept: text/csv` asks for CSV",
+            ),
+        ],
+        request: None,
+        responses: &[
+            (
+                200,
+                "The statement (a zero statement if nothing paid the operator); as CSV, one row per job, batch and slash and a total row",
+                Some(schema::<crate::statement::Statement>),
+            ),
+            (
+                400,
+                "Not a chain address, or a bad period or format; `field` names it",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/operators/{address}",
+        id: "getOperatorAccount",
+        summary: "An operator's account on the chain: bank balance (where net pay arrives), bonded and unbonding stake, slashed total, jail, registered nodes",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[
+            (200, "The account", Some(schema::<rest::OperatorAccount>)),
+            (
+                400,
+                "Not a chain address; `field` names it",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                503,
+                "No chain configured (`no_chain`), or the chain did not answer (`chain_unavailable`)",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/settlement/chain",
+        id: "getSettlementChain",
+        summary: "The chain the hub settles on: its label (the embedded devnet says it is simulated), the epoch, the contract's params and running totals",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[
+            (200, "The chain", Some(schema::<rest::ChainInfo>)),
+            (
+                503,
+                "No chain configured (`no_chain`), or the chain did not answer (`chain_unavailable`)",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
         path: "/v1/prices",
         id: "listPrices",
         summary: "Base price per GPU class; a job pays max(node ask, base price), never above its maximum",
@@ -695,10 +805,12 @@ pub fn document() -> Value {
                 );
             }
             if let Some(body) = body {
-                response.insert(
-                    "content".into(),
-                    json!({"application/json": {"schema": body(&mut generator)}}),
-                );
+                let mut content = json!({"application/json": {"schema": body(&mut generator)}});
+                if op.id == "getOperatorStatement" && *status == 200 {
+                    // The same statement as CSV (docs/settlement.md, "Earnings statements").
+                    content["text/csv"] = json!({"schema": {"type": "string"}});
+                }
+                response.insert("content".into(), content);
             }
             responses.insert(status.to_string(), Value::Object(response));
         }
@@ -744,7 +856,10 @@ fn tag(path: &str) -> &'static str {
         "market"
     } else if path.starts_with("/v1/nodes") {
         "nodes"
-    } else if path.starts_with("/v1/settlement") || path.starts_with("/v1/receipts") {
+    } else if path.starts_with("/v1/settlement")
+        || path.starts_with("/v1/receipts")
+        || path.starts_with("/v1/operators")
+    {
         "settlement"
     } else if path.starts_with("/v1/agent") {
         "agent"

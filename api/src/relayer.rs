@@ -13,12 +13,19 @@
 //! neither pays twice nor skips. A step that fails stays where it was, counted in the batch's
 //! `attempts` with its `last_error`, and is tried again on a later pass, each batch backing off
 //! on its own.
+//!
+//! Finalizing records what each provider was paid (the contract's `agora_payout` events) in the
+//! same database transaction that marks the batch final, so every final batch has its payouts for
+//! the providers' earnings statements ([`crate::statement`]). When the chain reports the
+//! finalization as a repeat (the hub crashed after the chain paid and before it recorded), the
+//! contract emits no payout events; the payouts are then computed from the batch's provider totals
+//! and the contract's fee exactly as the contract computes them.
 
 use std::{future::Future, pin::Pin, time::Duration};
 
 use crate::store::{
     Store, StoreError,
-    settlement::{BatchRow, BatchState},
+    settlement::{BatchRow, BatchState, Payout},
 };
 
 /// A transaction the chain included.
@@ -28,6 +35,10 @@ pub struct Included {
     pub tx: String,
     /// The block it is in.
     pub height: u64,
+    /// For `FinalizeBatch`: what it paid each provider, as its events report. Empty for
+    /// `PostBatch`, and for a `FinalizeBatch` of a batch the contract had already finalized (a
+    /// repeat pays nothing and reports nothing).
+    pub payouts: Vec<Payout>,
 }
 
 /// Why the chain did not do a step.
@@ -55,6 +66,15 @@ pub trait SettlementChain: Send + Sync {
 
     /// How long after posting a batch can be challenged, and so not finalized.
     fn challenge_window(&self) -> Duration;
+
+    /// The contract's protocol fee in basis points, read when asked (governance may change it),
+    /// to compute the payouts of a finalization the chain reports as a repeat.
+    fn protocol_fee_bps(&self) -> ChainFuture<'_, u16>;
+
+    /// The denom the contract pays in, if this chain knows it (recorded with the payouts).
+    fn denom(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The settlement contract on a chain reached through `settlement::chain` (a real Cosmos chain
@@ -62,6 +82,7 @@ pub trait SettlementChain: Send + Sync {
 pub struct ContractChain {
     chain: std::sync::Arc<dyn settlement::chain::Chain>,
     window: Duration,
+    denom: Option<String>,
 }
 
 impl ContractChain {
@@ -81,6 +102,7 @@ impl ContractChain {
         Ok(Self {
             chain,
             window: Duration::from_secs(seconds),
+            denom: params["denom"].as_str().map(str::to_string),
         })
     }
 
@@ -110,7 +132,89 @@ fn included(outcome: settlement::chain::TxOutcome) -> Included {
     Included {
         tx: outcome.hash,
         height: outcome.height,
+        payouts: Vec::new(),
     }
+}
+
+/// The type of the contract's payout events: `wasm-` and the contract's event name, on a real
+/// chain as in cw-multi-test.
+pub const PAYOUT_EVENT: &str = "wasm-agora_payout";
+
+/// The payouts of batch `batch` that `outcome`'s `agora_payout` events report. An event that does
+/// not read is an error rather than skipped, so a partial list is never recorded (the relayer
+/// tries again, and the repeat computes the payouts from the batch).
+pub fn payouts_from_events(
+    outcome: &settlement::chain::TxOutcome,
+    batch: &str,
+) -> Result<Vec<Payout>, String> {
+    outcome
+        .events
+        .iter()
+        .filter(|event| event.kind == PAYOUT_EVENT)
+        .filter(|event| {
+            event
+                .attributes
+                .iter()
+                .any(|(key, value)| key == "batch" && value == batch)
+        })
+        .map(|event| {
+            let get = |key: &str| {
+                event
+                    .attributes
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, value)| value.as_str())
+                    .ok_or_else(|| format!("a {PAYOUT_EVENT} event of batch {batch} has no {key}"))
+            };
+            let amount = |key: &str| -> Result<u64, String> {
+                let text = get(key)?;
+                text.parse::<u64>().map_err(|_| {
+                    format!("the {key} {text:?} of a {PAYOUT_EVENT} event is not a 64-bit amount")
+                })
+            };
+            Ok(Payout {
+                provider: get("provider")?.to_string(),
+                gross: amount("gross")?,
+                fee: amount("fee")?,
+                net: amount("net")?,
+            })
+        })
+        .collect()
+}
+
+/// The payouts of `batch` as the contract's `FinalizeBatch` computes them: for each provider total,
+/// `fee = floor(total × fee_bps / 10000)` and `net = total − fee`.
+pub fn computed_payouts(batch: &BatchRow, fee_bps: u16) -> Result<Vec<Payout>, String> {
+    let totals = batch
+        .provider_totals
+        .as_array()
+        .ok_or_else(|| format!("batch {}: provider_totals is not a list", batch.id))?;
+    totals
+        .iter()
+        .map(|total| {
+            let provider = total["address"]
+                .as_str()
+                .ok_or_else(|| format!("batch {}: a provider total has no address", batch.id))?;
+            let gross = total["amount"]
+                .as_str()
+                .and_then(|a| a.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "batch {}: the total of {provider} is not a 64-bit amount",
+                        batch.id
+                    )
+                })?;
+            // The contract keeps the fee at most 100 %; so does this, whatever it is told.
+            let fee = (u128::from(gross) * u128::from(fee_bps) / 10_000).min(u128::from(gross));
+            let fee = u64::try_from(fee).unwrap_or(gross);
+            Ok(Payout {
+                provider: provider.to_string(),
+                gross,
+                fee,
+                net: gross.saturating_sub(fee),
+            })
+        })
+        .collect()
 }
 
 impl SettlementChain for ContractChain {
@@ -126,19 +230,46 @@ impl SettlementChain for ContractChain {
 
     fn finalize_batch<'a>(&'a self, id: &'a str) -> ChainFuture<'a, Included> {
         Box::pin(async move {
-            self.chain
+            let outcome = self
+                .chain
                 .execute(
                     serde_json::json!({"finalize_batch": {"id": id}}),
                     Vec::new(),
                 )
                 .await
-                .map(included)
-                .map_err(failure)
+                .map_err(failure)?;
+            let payouts = payouts_from_events(&outcome, id).map_err(ChainFailure::Unavailable)?;
+            Ok(Included {
+                payouts,
+                ..included(outcome)
+            })
         })
     }
 
     fn challenge_window(&self) -> Duration {
         self.window
+    }
+
+    fn protocol_fee_bps(&self) -> ChainFuture<'_, u16> {
+        Box::pin(async move {
+            let params = self
+                .chain
+                .query(serde_json::json!({"params": {}}))
+                .await
+                .map_err(failure)?;
+            params["protocol_fee_bps"]
+                .as_u64()
+                .and_then(|bps| u16::try_from(bps).ok())
+                .ok_or_else(|| {
+                    ChainFailure::Refused(format!(
+                        "the contract's params have no protocol_fee_bps: {params}"
+                    ))
+                })
+        })
+    }
+
+    fn denom(&self) -> Option<String> {
+        self.denom.clone()
     }
 }
 
@@ -222,12 +353,34 @@ pub async fn relay_once(
             continue;
         }
         last_try_ms.insert(batch.id.clone(), now_ms);
-        match chain.finalize_batch(&batch.id).await {
-            Ok(included) => {
+        let finalized = match chain.finalize_batch(&batch.id).await {
+            Ok(included) if included.payouts.is_empty() => {
+                // A repeat (or a batch paying no one): the payouts as the contract computed them.
+                match chain.protocol_fee_bps().await {
+                    Ok(bps) => computed_payouts(&batch, bps)
+                        .map(|payouts| (included, payouts))
+                        .map_err(ChainFailure::Refused),
+                    Err(e) => Err(e),
+                }
+            }
+            Ok(mut included) => {
+                let payouts = std::mem::take(&mut included.payouts);
+                Ok((included, payouts))
+            }
+            Err(e) => Err(e),
+        };
+        match finalized {
+            Ok((included, payouts)) => {
+                let denom = chain.denom();
                 store
-                    .advance_batch(&batch.id, BatchState::Confirmed, BatchState::Final, None)
+                    .finalize_batch(
+                        &batch.id,
+                        (&included.tx, included.height),
+                        &payouts,
+                        denom.as_deref(),
+                    )
                     .await?;
-                tracing::info!(batch = %batch.id, tx = %included.tx, "batch final: providers paid");
+                tracing::info!(batch = %batch.id, tx = %included.tx, providers = payouts.len(), "batch final: providers paid");
                 pass.finalized += 1;
             }
             Err(e) => {
@@ -252,5 +405,75 @@ mod tests {
         assert_eq!(delays, [1, 2, 4, 8]);
         assert_eq!(backoff(40), MAX_BACKOFF);
         assert_eq!(backoff(0), Duration::from_secs(1));
+    }
+
+    fn payout_event(batch: &str, gross: &str) -> settlement::chain::TxEvent {
+        settlement::chain::TxEvent {
+            kind: PAYOUT_EVENT.into(),
+            attributes: [
+                ("_contract_address", "wasm1contract"),
+                ("batch", batch),
+                ("provider", "wasm1provider"),
+                ("gross", gross),
+                ("fee", "277"),
+                ("net", "10834"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn payouts_are_read_from_the_batchs_events_or_not_at_all() {
+        let mut outcome = settlement::chain::TxOutcome {
+            hash: "AB".into(),
+            height: 1,
+            gas_wanted: 0,
+            gas_used: 0,
+            events: vec![
+                payout_event("epoch-1", "11111"),
+                payout_event("epoch-2", "5"),
+            ],
+        };
+        assert_eq!(
+            payouts_from_events(&outcome, "epoch-1").unwrap(),
+            [Payout {
+                provider: "wasm1provider".into(),
+                gross: 11_111,
+                fee: 277,
+                net: 10_834
+            }]
+        );
+        outcome.events.push(payout_event("epoch-1", "lots"));
+        let error = payouts_from_events(&outcome, "epoch-1").unwrap_err();
+        assert!(error.contains("gross"), "{error}");
+    }
+
+    #[test]
+    fn computed_payouts_floor_the_fee_as_the_contract_does() {
+        let batch = BatchRow {
+            id: "epoch-1".into(),
+            period_from_ms: 0,
+            period_to_ms: 1,
+            root: String::new(),
+            receipts: 2,
+            provider_totals: serde_json::json!([
+                {"address": "wasm1a", "amount": "11111"},
+                {"address": "wasm1b", "amount": "39"}
+            ]),
+            payer_totals: serde_json::json!([]),
+            state: BatchState::Confirmed,
+            tx: None,
+            height: None,
+            built_at: 0,
+            posted_at: None,
+            final_at: None,
+            attempts: 0,
+            last_error: None,
+        };
+        let payouts = computed_payouts(&batch, 250).unwrap();
+        let fees: Vec<(u64, u64)> = payouts.iter().map(|p| (p.fee, p.net)).collect();
+        assert_eq!(fees, [(277, 10_834), (0, 39)]);
     }
 }

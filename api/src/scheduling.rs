@@ -219,8 +219,12 @@ pub async fn fleet(state: &AppState) -> Result<(Index, HubNetwork), StoreError> 
     let now = now_ms();
     let timeout = state.settings.node_timeout.as_millis() as i64;
     let rows = state.store.all_nodes().await?;
+    let stakes = state.stakes.snapshot();
     let mut index = Index::new();
-    index.reset(rows.iter().map(|n| node_view(n, now, timeout)));
+    index.reset(
+        rows.iter()
+            .map(|n| node_view(n, now, timeout, stakes.as_deref())),
+    );
     let network = state
         .sessions
         .network
@@ -344,7 +348,7 @@ async fn decide(
     let mut decided = Vec::new();
     let mut unfit = Vec::new();
     for job in jobs {
-        let mut request = request_for(&job.spec);
+        let mut request = request_for_on(state, &job.spec);
         if job.attempt > 0 {
             // Only retried jobs can have failed somewhere, so first attempts cost no extra read.
             request.excluded_nodes = state.store.excluded_nodes(&job.id).await?;
@@ -482,6 +486,16 @@ async fn explain_waiting(
     Ok(())
 }
 
+/// [`request_for`], with the stake the settlement contract asks of every operator (when the hub
+/// settles on a chain: see [`crate::stakes`]).
+pub fn request_for_on(state: &AppState, spec: &ComputeJobSpec) -> Request {
+    let mut request = request_for(spec);
+    if let Some(book) = state.stakes.snapshot() {
+        request.min_stake_micros = request.min_stake_micros.max(book.min_stake_micros());
+    }
+    request
+}
+
 /// What the scheduler needs to know of a job.
 pub fn request_for(spec: &ComputeJobSpec) -> Request {
     let gpu = spec.resources.gpu.clone().unwrap_or_default();
@@ -519,7 +533,15 @@ pub fn request_for(spec: &ComputeJobSpec) -> Request {
     }
 }
 
-fn node_view(row: &NodeRow, now: i64, timeout: i64) -> NodeView {
+fn node_view(
+    row: &NodeRow,
+    now: i64,
+    timeout: i64,
+    stakes: Option<&crate::stakes::StakeBook>,
+) -> NodeView {
+    let (stake_micros, jailed) = stakes.map_or((0, false), |book| {
+        book.node_standing(row.operator_address.as_deref())
+    });
     NodeView {
         name: row.name.clone(),
         region: row.region.clone(),
@@ -531,10 +553,10 @@ fn node_view(row: &NodeRow, now: i64, timeout: i64) -> NodeView {
             .iter()
             .map(|g| gpu_view(g, &row.allocated))
             .collect(),
-        // Stake, reputation and jailing come from the settlement layer and verification.
-        stake_micros: 0,
+        // Stake and jailing come from the settlement contract; reputation from verification.
+        stake_micros,
         reputation_bps: 10_000,
-        jailed: false,
+        jailed,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct HubConfig {
     /// Serve plain HTTP on a non-loopback address (for an ingress that terminates TLS). Without it
     /// and without `tls`, such an address is refused.
     pub allow_plain_http: bool,
+    /// The chain to settle on; `None` settles nowhere: receipts are kept (and batches can be
+    /// built later) but nothing is posted, and stake gates nothing.
+    pub chain: Option<crate::settling::ChainLink>,
 }
 
 /// The PEM files of the hub's TLS identity.
@@ -242,6 +245,8 @@ impl AppState {
             fleet_changes: Arc::default(),
             arrivals: Arc::default(),
             shutdown,
+            chain: None,
+            stakes: Arc::default(),
             started_ms: crate::store::now_ms(),
         };
         Ok((state, shutdown_tx))
@@ -259,6 +264,8 @@ pub struct RunningHub {
     scheduler: JoinHandle<()>,
     pricing: JoinHandle<()>,
     liveness: JoinHandle<()>,
+    /// The settlement loop, when the hub settles on a chain.
+    settling: Option<JoinHandle<()>>,
     /// Writes buffered heartbeat times (a last time at shutdown) and refreshes the live view.
     heartbeats: JoinHandle<()>,
 }
@@ -280,7 +287,8 @@ impl RunningHub {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let (state, shutdown) = AppState::new(store, config.settings).await?;
+        let (mut state, shutdown) = AppState::new(store, config.settings).await?;
+        state.chain = config.chain.clone();
         // The client's address reaches the rate limiter as `ConnectInfo<ClientAddr>`.
         let app = routes::router(state.clone()).into_make_service_with_connect_info::<ClientAddr>();
         let mut stop = state.shutdown.clone();
@@ -306,6 +314,13 @@ impl RunningHub {
         let leadership = crate::leader::Leadership::start(&state);
         let scheduler = tokio::spawn(scheduling::run(state.clone(), leadership.clone()));
         let pricing = tokio::spawn(market::run(state.clone(), leadership.clone()));
+        let settling = state.chain.clone().map(|link| {
+            tokio::spawn(crate::settling::run(
+                state.clone(),
+                leadership.clone(),
+                link,
+            ))
+        });
         let liveness = tokio::spawn(liveness::run(state.clone(), leadership));
         let heartbeats = tokio::spawn(heartbeats::run(state.clone()));
         tracing::info!(%addr, https, "hub serving");
@@ -319,6 +334,7 @@ impl RunningHub {
             scheduler,
             pricing,
             liveness,
+            settling,
             heartbeats,
         })
     }
@@ -362,6 +378,7 @@ impl RunningHub {
             scheduler,
             pricing,
             liveness,
+            settling,
             heartbeats,
             ..
         } = self;
@@ -377,6 +394,9 @@ impl RunningHub {
         let _ = scheduler.await;
         let _ = pricing.await;
         let _ = liveness.await;
+        if let Some(settling) = settling {
+            let _ = settling.await;
+        }
         let _ = heartbeats.await;
         state.store.close().await;
         served

@@ -22,6 +22,15 @@ use crate::store::{
 /// transaction whatever its size, but its leaves are one database transaction too).
 pub const MAX_BATCH_RECEIPTS: u32 = 100_000;
 
+/// Most addresses (providers and payers together) one batch pays or charges. Finalizing a batch
+/// sends one bank transfer per provider, and a transaction's gas has a ceiling (the chain's block
+/// gas limit, the relayer's own limit): the devnet estimates about 17,000 gas per provider to
+/// finalize and 5,000 per address to post (`agora bench settlement`), so 250 addresses stay near
+/// 5,000,000 gas with room for the contract's own execution. Receipts do not count: a batch of
+/// any number of receipts is one root. Parties beyond the cap go into another batch of the same
+/// epoch.
+pub const MAX_BATCH_PARTIES: usize = 250;
+
 /// What one build did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Build {
@@ -33,6 +42,9 @@ pub struct Build {
     pub unaddressed: usize,
     /// Receipts the builder refused (their reasons are logged).
     pub rejected: usize,
+    /// Receipts left for another batch of the same epoch (this one reached
+    /// [`MAX_BATCH_PARTIES`] or [`MAX_BATCH_RECEIPTS`]): build again.
+    pub more: usize,
 }
 
 /// Builds and records the batch of epoch `period` on `network` from the unsettled receipts
@@ -45,6 +57,10 @@ pub async fn build_batch(
     let until = i64::try_from(period.to_ms).unwrap_or(i64::MAX);
     let unsettled = store.unsettled_receipts(until, MAX_BATCH_RECEIPTS).await?;
     let mut build = Build::default();
+    if unsettled.len() == MAX_BATCH_RECEIPTS as usize {
+        build.more = 1;
+    }
+    let mut parties: std::collections::HashSet<(bool, String)> = std::collections::HashSet::new();
     let mut builder = BatchBuilder::new(network, period).signatures(Signatures::CheckedOnArrival);
     let mut entries = Vec::with_capacity(unsettled.len());
     for pending in unsettled {
@@ -56,6 +72,16 @@ pub async fn build_batch(
             build.unaddressed += 1;
             continue;
         };
+        let new_parties = [(true, &provider), (false, &payer)]
+            .into_iter()
+            .filter(|(side, address)| !parties.contains(&(*side, (*address).clone())))
+            .count();
+        if parties.len() + new_parties > MAX_BATCH_PARTIES {
+            build.more += 1;
+            continue;
+        }
+        parties.insert((true, provider.clone()));
+        parties.insert((false, payer.clone()));
         let receipt = match hex::decode(&pending.body)
             .ok()
             .and_then(|bytes| Receipt::decode(&bytes).ok())
@@ -118,6 +144,8 @@ pub async fn build_batch(
             amount_micros: item.amount_micros,
             paid_micros: item.due_micros,
             body: hex::encode(leaf),
+            provider: item.provider.clone(),
+            payer: item.payer.clone(),
         })
         .collect::<Vec<_>>();
     let record = NewBatch {

@@ -97,6 +97,10 @@ pub struct AppState {
     pub arrivals: Arc<crate::scheduling::Arrivals>,
     /// Becomes true when the hub shuts down, to end long-polls.
     pub shutdown: watch::Receiver<bool>,
+    /// The chain the hub settles on (`None`: `--chain none`).
+    pub chain: Option<crate::settling::ChainLink>,
+    /// Operators' stakes read from the settlement contract; empty without a chain.
+    pub stakes: Arc<crate::stakes::Stakes>,
     /// When this hub process started (Unix ms): it heard no heartbeats before, so a node's
     /// silence counts from here at the earliest (see `liveness`).
     pub started_ms: i64,

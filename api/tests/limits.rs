@@ -249,6 +249,7 @@ async fn plain_http_off_loopback_is_refused_with_the_ways_out() {
         api_key_file: None,
         tls: None,
         allow_plain_http: false,
+        chain: None,
     })
     .await
     .err()

@@ -133,7 +133,7 @@ backend_tests! {
             tokens.push((name, register(&app, &reg).await));
         }
         // Before the first read of the fleet there is nothing to name.
-        assert_eq!(targets(&beat(&app, &tokens[0].1, json!({})).await), []);
+        assert!(targets(&beat(&app, &tokens[0].1, json!({})).await).is_empty());
         state.sessions.network.refresh(&store).await.unwrap();
 
         for (name, token) in &tokens {

@@ -478,6 +478,7 @@ replica_tests! {
                 api_key_file: None,
                 tls: None,
                 allow_plain_http: false,
+                chain: None,
             })
         };
         let mut running = vec![start("hub-a").await.unwrap(), start("hub-b").await.unwrap()];

@@ -39,42 +39,6 @@ async fn placed(
     (app, token, row, key)
 }
 
-/// gn-a's signed receipt for `row` covering `seconds` of its GPU, sent to the hub.
-async fn receipted(
-    app: &axum::Router,
-    token: &str,
-    row: &api::store::AssignmentRow,
-    seconds: u64,
-) -> Receipt {
-    let started = row.created_at as u64;
-    let receipt = Receipt {
-        network: crds::agent::DEFAULT_NETWORK.into(),
-        node: "gn-a".into(),
-        job: row.job_id.clone(),
-        assignment: row.id.clone(),
-        sequence: seconds,
-        price_micros_per_gpu_hour: row.price_micros,
-        gpus: 1,
-        started_at_ms: started,
-        until_ms: started + 1_000 * seconds,
-        gpu_millis: 1_000 * seconds,
-    };
-    let signature = receipt.sign(&node_key("gn-a")).unwrap();
-    let body = receipt_body(&receipt, &signature);
-    let path = format!("/v1/agent/assignments/{}/receipts", row.id);
-    let reply = send(
-        app,
-        "POST",
-        &path,
-        Some(token),
-        Some("application/json"),
-        body.to_string(),
-    )
-    .await;
-    assert_eq!(reply.status, 204, "{}", reply.body);
-    receipt
-}
-
 fn batch(id: &str, leaves: Vec<NewLeaf>) -> NewBatch {
     let total: u64 = leaves.iter().map(|l| l.paid_micros).sum();
     let totals =
@@ -110,6 +74,7 @@ impl SettlementChain for ScriptedChain {
             Ok(Included {
                 tx: format!("TX-{}", batch.id),
                 height: 42,
+                payouts: Vec::new(),
             })
         })
     }
@@ -120,12 +85,17 @@ impl SettlementChain for ScriptedChain {
             Ok(Included {
                 tx: format!("FIN-{id}"),
                 height: 43,
+                payouts: Vec::new(),
             })
         })
     }
 
     fn challenge_window(&self) -> Duration {
         Duration::from_secs(60)
+    }
+
+    fn protocol_fee_bps(&self) -> ChainFuture<'_, u16> {
+        Box::pin(async { Ok(250) })
     }
 }
 
@@ -140,6 +110,8 @@ backend_tests! {
             amount_micros: receipt.amount_micros(),
             paid_micros: receipt.amount_micros(),
             body: hex::encode(receipt.encode().unwrap()),
+            provider: "agora1zqqqqqqqqq".into(),
+            payer: "agora1yqqqqqqqqq".into(),
         };
         assert!(store.record_batch(&batch("epoch-1", vec![leaf])).await.unwrap());
         let chain = ScriptedChain::default();
@@ -175,6 +147,14 @@ backend_tests! {
         assert_eq!(*chain.finalizes.lock().unwrap(), ["epoch-1"]);
         let done = store.batch("epoch-1").await.unwrap().unwrap();
         assert_eq!((done.state, done.tx.as_deref()), (BatchState::Final, Some("TX-epoch-1")));
+        // The double reports no payout events (as the contract does for a repeated finalization):
+        // the payouts are recorded as the contract computes them, with the fee it charges.
+        let gross = receipt.amount_micros();
+        let fee = gross * 250 / 10_000;
+        assert_eq!(
+            store.batch_payouts("epoch-1").await.unwrap(),
+            [api::store::settlement::Payout { provider: "agora1zqqqqqqqqq".into(), gross, fee, net: gross - fee }]
+        );
     }
 
     async fn a_receipt_is_settled_once_and_a_later_one_only_for_the_rest(store: Store) {
@@ -200,6 +180,8 @@ backend_tests! {
             amount_micros: receipt.amount_micros(),
             paid_micros: paid,
             body: hex::encode(receipt.encode().unwrap()),
+            provider: "agora1zqqqqqqqqq".into(),
+            payer: "agora1yqqqqqqqqq".into(),
         };
         assert!(store.record_batch(&batch("epoch-1", vec![leaf(&first, first.amount_micros())])).await.unwrap());
         assert!(store.unsettled_receipts(now, 100).await.unwrap().is_empty(), "settled");
@@ -231,6 +213,8 @@ backend_tests! {
             amount_micros: receipt.amount_micros(),
             paid_micros: receipt.amount_micros(),
             body: hex::encode(receipt.encode().unwrap()),
+            provider: "agora1zqqqqqqqqq".into(),
+            payer: "agora1yqqqqqqqqq".into(),
         };
         assert!(store.record_batch(&batch("epoch-1", vec![leaf])).await.unwrap());
         let built = store.batch("epoch-1").await.unwrap().unwrap();

@@ -2,7 +2,9 @@
 //! behind the chain client's `Chain` trait: a job's receipt goes into the epoch's batch, the relayer
 //! posts it (the contract accepts the hub's `PostBatch` as it is), finalizes it after the challenge
 //! window, and the provider is paid what the receipt says minus the protocol fee; the proof the API
-//! serves checks against the root the contract holds. SQLite and PostgreSQL.
+//! serves checks against the root the contract holds; the provider's earnings statement matches
+//! its balance (also when a finalization is repeated after a crash), and a slash sent through the
+//! hub's outbox is taken on chain and shows in the statement. SQLite and PostgreSQL.
 
 mod common;
 
@@ -276,5 +278,68 @@ backend_tests! {
         let path: Vec<[u8; 32]> = proof.body["path"].as_array().unwrap().iter()
             .map(|h| hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap()).collect();
         assert!(settlement::merkle::verify(&leaf, 0, on_chain["receipts"].as_u64().unwrap(), &path, &root));
+
+        // The provider's statement says what the chain paid it, from the contract's payout events.
+        let provider = chain.address("provider");
+        let paid = chain.balance("provider") - provider_before;
+        let around = |now: i64| format!("from={}&to={}", now - 86_400_000, now + 86_400_000);
+        let statement_path = format!("/v1/operators/{provider}/statement?{}", around(api::store::now_ms()));
+        let statement = send(&app, "GET", &statement_path, Some(&key), None, "").await;
+        assert_eq!(statement.status, 200, "{}", statement.body);
+        let totals = &statement.body["totals"];
+        assert_eq!(totals["gross"], owed.to_string(), "{}", statement.body);
+        assert_eq!(totals["fee"], chain.balance("treasury").to_string());
+        assert_eq!(totals["net"], paid.to_string());
+        assert_eq!((totals["jobs"].as_u64(), totals["gpuMillis"].as_u64()), (Some(1), Some(20_000)));
+        assert_eq!(statement.body["denom"], DENOM);
+        assert_eq!(statement.body["batches"][0]["postTx"], recorded.tx.unwrap().as_str());
+
+        // The hub crashes after the chain paid the next batch and before it recorded that: the
+        // repeat reports no payouts, and the hub records them as the contract computed them.
+        let more = settlement::receipt::Receipt { sequence: 2, until_ms: receipt.until_ms + 5_000, gpu_millis: 25_000, ..receipt.clone() };
+        let signature = more.sign(&node_key("gn-a")).unwrap();
+        let body = receipt_body(&more, &signature);
+        let receipts = format!("/v1/agent/assignments/{}/receipts", row.id);
+        assert_eq!(send(&app, "POST", &receipts, Some(&token), Some("application/json"), body.to_string()).await.status, 204);
+        let period = settlement::batch::Period { from_ms: period.to_ms, to_ms: api::store::now_ms() as u64 + 1 };
+        let second = api::settlement::build_batch(&store, crds::agent::DEFAULT_NETWORK, period).await.unwrap().batch.unwrap();
+        let now = api::store::now_ms();
+        assert_eq!(relay_once(&store, &contract, now, &mut tries).await.unwrap().posted, 1);
+        chain.pass_seconds(WINDOW_SECONDS + 1);
+        let (provider_before, treasury_before) = (chain.balance("provider"), chain.balance("treasury"));
+        chain.execute_as("settler", ExecuteMsg::FinalizeBatch { id: second.clone() }, 0);
+        let pass = relay_once(&store, &contract, now + (WINDOW_SECONDS as i64 + 1) * 1_000, &mut tries).await.unwrap();
+        assert_eq!(pass.finalized, 1);
+        let payouts = store.batch_payouts(&second).await.unwrap();
+        let rest = u128::from(more.amount_micros() - receipt.amount_micros());
+        assert_eq!(payouts.len(), 1);
+        assert_eq!(u128::from(payouts[0].gross), rest);
+        assert_eq!(u128::from(payouts[0].net), chain.balance("provider") - provider_before);
+        assert_eq!(u128::from(payouts[0].fee), chain.balance("treasury") - treasury_before);
+
+        // A slash through the outbox: the contract takes 1 % of the stake for downtime, and the
+        // statement counts it.
+        let slash = api::slashing::request_slash(&store, &provider, "downtime", "missed heartbeats").await.unwrap();
+        let treasury_before = chain.balance("treasury");
+        let slashes = api::slashing::post_slashes(&store, chain.as_ref()).await.unwrap();
+        assert_eq!(slashes.posted, 1, "{:?}", store.slash(&slash.id).await.unwrap());
+        let taken = chain.balance("treasury") - treasury_before;
+        assert_eq!(taken, 10, "1 % of a 1,000 stake");
+        let posted = store.slash(&slash.id).await.unwrap().unwrap();
+        assert_eq!(posted.amount, Some(taken.to_string()));
+        let operator = chain.query(json!({"operator": {"address": provider}})).await.unwrap();
+        assert_eq!((operator["slashed"].as_str(), operator["jailed"].as_bool()), (Some("10"), Some(true)), "{operator}");
+        assert_eq!(posted.jailed_until, operator["jailed_until"].as_i64());
+        let statement_path = format!("/v1/operators/{provider}/statement?{}", around(api::store::now_ms()));
+        let statement = send(&app, "GET", &statement_path, Some(&key), None, "").await;
+        let totals = &statement.body["totals"];
+        let earned = owed + rest;
+        let fees = owed * u128::from(FEE_BPS) / 10_000 + u128::from(payouts[0].fee);
+        assert_eq!(totals["gross"], earned.to_string(), "{}", statement.body);
+        assert_eq!(totals["fee"], fees.to_string());
+        assert_eq!(totals["slashes"], "10");
+        assert_eq!(totals["net"], (earned - fees - 10).to_string());
+        assert_eq!(totals["gpuMillis"], 25_000, "the job's GPU time, once");
+        assert_eq!(statement.body["slashes"][0]["tx"], posted.tx.unwrap().as_str());
     }
 }

@@ -316,3 +316,46 @@ pub struct ReceiptProof {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<String>,
 }
+
+/// The chain the hub settles on (`GET /v1/settlement/chain`): where, with which contract
+/// parameters, and the contract's running totals, so anyone can check nothing was created or lost.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainInfo {
+    /// What and where the chain is; the embedded devnet says it is a simulation.
+    pub label: String,
+    /// True for the embedded devnet (`--chain embedded`): a simulated chain in the hub's process.
+    pub devnet: bool,
+    /// How often the hub builds and posts a batch, in seconds.
+    pub epoch_seconds: u64,
+    /// The contract's `params` as it answers them (denom, min stake, windows, fee, slash ratios).
+    pub params: serde_json::Value,
+    /// The contract's `totals`: deposits, stakes, payouts, fees, slashes, and its actual balance.
+    pub totals: serde_json::Value,
+}
+
+/// An operator's account as the chain holds it (`GET /v1/operators/{address}`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorAccount {
+    pub address: String,
+    /// The contract's denom, in which every amount here is counted (smallest unit).
+    pub denom: String,
+    /// The bank balance: where finalized batches pay the operator's net earnings. Absent when
+    /// the chain client cannot read balances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<String>,
+    /// Stake bonded in the contract.
+    pub bonded: String,
+    /// Stake unbonding (still slashable until claimed).
+    pub unbonding: String,
+    /// Everything slashed from this operator so far.
+    pub slashed: String,
+    /// Whether the bonded stake meets the contract's minimum (its nodes may get work).
+    pub meets_min_stake: bool,
+    /// Jailed by a slash: its nodes get no work until `jailedUntil` (Unix seconds).
+    pub jailed: bool,
+    pub jailed_until: u64,
+    /// Nodes whose keys are registered to this operator.
+    pub nodes: Vec<String>,
+}

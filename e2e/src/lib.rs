@@ -526,6 +526,8 @@ pub struct DevHub {
     /// The key `agora dev` wrote to `data_dir/api-key`.
     pub api_key: String,
     agents: usize,
+    /// Flags passed to `agora dev` besides the data directory, port and agents.
+    flags: Vec<String>,
     log_dir: PathBuf,
 }
 
@@ -534,10 +536,17 @@ impl DevHub {
     /// port, and returns once it serves authenticated requests.
     #[track_caller]
     pub fn start(dir: &Path, agents: usize) -> DevHub {
+        Self::start_with(dir, agents, &[])
+    }
+
+    /// [`DevHub::start`] with more `agora dev` flags (kept for [`DevHub::restart`]).
+    #[track_caller]
+    pub fn start_with(dir: &Path, agents: usize, flags: &[&str]) -> DevHub {
         let data_dir = dir.join("data");
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
         // A port picked free can be taken before the hub binds it; then try another.
         for _ in 0..3 {
-            match Self::start_on(dir, &data_dir, free_port(), agents) {
+            match Self::start_on(dir, &data_dir, free_port(), agents, &flags) {
                 Ok(hub) => return hub,
                 Err(process) if process.stderr().contains("in use") => continue,
                 Err(process) => panic!("agora dev exited at start\n{}", process.log_tail()),
@@ -548,17 +557,27 @@ impl DevHub {
 
     /// Spawns the hub and waits until it is ready; `Err` with the exited process if it stops
     /// before that.
-    fn start_on(dir: &Path, data_dir: &Path, port: u16, agents: usize) -> Result<DevHub, Process> {
+    fn start_on(
+        dir: &Path,
+        data_dir: &Path,
+        port: u16,
+        agents: usize,
+        flags: &[String],
+    ) -> Result<DevHub, Process> {
         let listen = format!("127.0.0.1:{port}");
-        let cmd = agora_command(&[
+        let data = data_dir.to_string_lossy();
+        let agents_text = agents.to_string();
+        let mut args = vec![
             "dev",
             "--data-dir",
-            &data_dir.to_string_lossy(),
+            &data,
             "--listen",
             &listen,
             "--agents",
-            &agents.to_string(),
-        ]);
+            &agents_text,
+        ];
+        args.extend(flags.iter().map(String::as_str));
+        let cmd = agora_command(&args);
         let mut process = Process::spawn("hub", dir, cmd);
         let url = format!("http://{listen}");
         let api_key = match wait_until_serving(&mut process, &url, data_dir) {
@@ -572,6 +591,7 @@ impl DevHub {
             data_dir: data_dir.to_path_buf(),
             api_key,
             agents,
+            flags: flags.to_vec(),
             log_dir: dir.to_path_buf(),
         })
     }
@@ -587,8 +607,14 @@ impl DevHub {
             self.process.log_tail()
         );
         let old_key = self.api_key.clone();
-        let next = Self::start_on(&self.log_dir, &self.data_dir, self.port, self.agents)
-            .unwrap_or_else(|p| panic!("agora dev did not start again\n{}", p.log_tail()));
+        let next = Self::start_on(
+            &self.log_dir,
+            &self.data_dir,
+            self.port,
+            self.agents,
+            &self.flags,
+        )
+        .unwrap_or_else(|p| panic!("agora dev did not start again\n{}", p.log_tail()));
         // Replacing the old value drops the old (already reaped) process.
         *self = next;
         assert_eq!(

@@ -17,7 +17,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use cosmrs::proto::cosmos::auth::v1beta1::{
     BaseAccount, QueryAccountRequest, QueryAccountResponse,
 };
+use cosmrs::proto::cosmos::bank::v1beta1::{QueryBalanceRequest, QueryBalanceResponse};
 use cosmrs::proto::cosmos::base::abci::v1beta1::{GasInfo, Result as AbciResult};
+use cosmrs::proto::cosmos::base::v1beta1::Coin as ProtoCoin;
 use cosmrs::proto::cosmos::tx::v1beta1::{SignDoc, SimulateRequest, SimulateResponse, TxRaw};
 use cosmrs::proto::cosmwasm::wasm::v1::{
     MsgExecuteContract, QuerySmartContractStateRequest, QuerySmartContractStateResponse,
@@ -241,6 +243,15 @@ fn abci_query(ledger: &mut Ledger, params: &Value) -> Value {
                     Ok(QuerySmartContractStateResponse { data }.encode_to_vec())
                 }
             }
+        }
+        "/cosmos.bank.v1beta1.Query/Balance" => {
+            // The bank module answers every address, with no coin for one it never saw.
+            let request = QueryBalanceRequest::decode(data.as_slice()).unwrap();
+            let balance = (request.address == "wasm1provider").then(|| ProtoCoin {
+                denom: request.denom.clone(),
+                amount: "340282366920938463463374607431768211455".into(),
+            });
+            Ok(QueryBalanceResponse { balance }.encode_to_vec())
         }
         other => Err((6, "sdk".into(), format!("unknown query path {other}"))),
     };
@@ -642,6 +653,18 @@ async fn simulated_gas_sets_the_limit_and_fee_and_a_simulated_refusal_costs_noth
         &post_batch(),
         &[],
     );
+}
+
+#[tokio::test]
+async fn bank_balances_are_read_as_whole_u128_amounts() {
+    let double = RpcDouble::start(|_| {}).await;
+    let chain = double.client(|_| {});
+    assert_eq!(
+        chain.balance("wasm1provider", "uagora").await.unwrap(),
+        u128::MAX,
+        "no float or u64 on the way"
+    );
+    assert_eq!(chain.balance("wasm1nobody", "uagora").await.unwrap(), 0);
 }
 
 #[tokio::test]

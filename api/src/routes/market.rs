@@ -16,7 +16,7 @@ use scheduler::Weights;
 use crate::{
     error::ApiResult,
     extract::{RawBody, Tenant},
-    scheduling::{fleet, request_for},
+    scheduling::{fleet, request_for_on},
     state::AppState,
     submission,
 };
@@ -55,7 +55,7 @@ async fn quote(
     body: RawBody,
 ) -> ApiResult<axum::Json<Quote>> {
     let parsed = submission::parse(&body.bytes, body.content_type.as_deref(), &state.validator)?;
-    let request = request_for(&parsed.spec);
+    let request = request_for_on(&state, &parsed.spec);
     let (mut index, network) = fleet(&state).await?;
     let prices = state.market.book();
     Ok(axum::Json(

@@ -1,6 +1,7 @@
 //! The hub's HTTP routes, one module per resource, merged in [`router`].
 
 mod agent;
+mod chain;
 mod jobs;
 mod market;
 mod nodes;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(nodes::router())
         .merge(market::router())
         .merge(settlement::router())
+        .merge(chain::router())
         .merge(agent::router())
         .merge(system::router())
         .fallback(|| async { ApiError::NoRoute })

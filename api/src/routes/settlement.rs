@@ -3,12 +3,18 @@
 //! batches that settle them) and `/v1/receipts/{id}/proof` (a receipt's Merkle inclusion proof in
 //! its batch, to check against the root on chain). Batches are public on chain, so any API key
 //! reads them; receipts are listed for the job's own tenant.
+//!
+//! `/v1/operators/{address}/statement` is an operator's earnings statement ([`crate::statement`])
+//! and `/v1/settlement/slashes` the slashes asked of the contract; both are derived from what is
+//! public on chain, so any API key reads them too.
 
 use std::collections::HashMap;
 
 use axum::{
     Router,
     extract::{Query, State},
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use crds::rest::{AddressTotal, List, ReceiptItem, ReceiptProof, SettlementBatch};
@@ -18,8 +24,10 @@ use super::jobs::Page;
 use crate::{
     error::{ApiError, ApiResult},
     extract::{Path, Tenant},
+    slashing::{SlashView, is_operator_address},
     state::AppState,
-    store::settlement::{BatchRow, BatchState},
+    statement::{period, statement as build_statement, to_csv},
+    store::settlement::{BatchRow, BatchState, SlashState},
     views::time,
 };
 
@@ -29,6 +37,134 @@ pub fn router() -> Router<AppState> {
         .route("/v1/settlement/batches/{id}", get(read_batch))
         .route("/v1/receipts", get(list_receipts))
         .route("/v1/receipts/{id}/proof", get(proof))
+        .route("/v1/settlement/slashes", get(list_slashes))
+        .route("/v1/operators/{address}/statement", get(statement))
+}
+
+/// A chain address from a path or query, or a 400 naming `field`.
+fn operator_address(field: &str, address: &str) -> ApiResult<()> {
+    if is_operator_address(address) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest {
+            code: if field == "address" {
+                "invalid_path"
+            } else {
+                "invalid_query"
+            },
+            message: format!(
+                "{field} {address:?} is not a chain account address (bech32, such as wasm1…)"
+            ),
+            field: Some(field.into()),
+        })
+    }
+}
+
+async fn statement(
+    State(state): State<AppState>,
+    _tenant: Tenant,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    operator_address("address", &address)?;
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !["from", "to", "format"].contains(&k.as_str()))
+    {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!(
+                "unknown query parameter {unknown:?}; a statement takes from, to and format"
+            ),
+            field: Some(unknown.clone()),
+        });
+    }
+    let csv = match query.get("format").map(String::as_str) {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: format!("format {other:?} is not json or csv"),
+                field: Some("format".into()),
+            });
+        }
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/csv")),
+    };
+    let (from, to) = period(
+        query.get("from").map(String::as_str),
+        query.get("to").map(String::as_str),
+        crate::store::now_ms(),
+    )
+    .map_err(|e| ApiError::BadRequest {
+        code: "invalid_query",
+        message: format!("{}: {}", e.field, e.message),
+        field: Some(e.field.into()),
+    })?;
+    let statement = build_statement(&state.store, &address, from, to).await?;
+    let vary = (header::VARY, HeaderValue::from_static("Accept"));
+    if !csv {
+        return Ok(([vary], axum::Json(statement)).into_response());
+    }
+    let name = format!(
+        "attachment; filename=\"statement-{address}-{}.csv\"",
+        statement.from.get(..10).unwrap_or("period")
+    );
+    let disposition =
+        HeaderValue::from_str(&name).unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            vary,
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        to_csv(&statement),
+    )
+        .into_response())
+}
+
+async fn list_slashes(
+    State(state): State<AppState>,
+    _tenant: Tenant,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<axum::Json<List<SlashView>>> {
+    let page = Page::from_query(&query, &["operator", "state"])?;
+    if let Some(operator) = query.get("operator") {
+        operator_address("operator", operator)?;
+    }
+    let filter = query
+        .get("state")
+        .map(|s| {
+            s.parse::<SlashState>().map_err(|_| ApiError::BadRequest {
+                code: "invalid_query",
+                message: format!(
+                    "state must be one of {}",
+                    SlashState::ALL.map(SlashState::as_str).join(", ")
+                ),
+                field: Some("state".into()),
+            })
+        })
+        .transpose()?;
+    let (rows, next) = state
+        .store
+        .list_slashes(
+            query.get("operator").map(String::as_str),
+            filter,
+            page.after.as_deref(),
+            page.limit,
+        )
+        .await?;
+    Ok(axum::Json(List {
+        items: rows.into_iter().map(SlashView::from).collect(),
+        next,
+    }))
 }
 
 async fn list_batches(

@@ -6,6 +6,7 @@
 //! (times as Unix milliseconds, money as integer micro-units, documents as JSON text), which both
 //! engines store exactly. Migrations are per backend under `api/migrations/{sqlite,postgres}`.
 
+pub mod accounts;
 mod assignments;
 mod heartbeats;
 mod jobs;

@@ -253,6 +253,8 @@ impl Store {
 
 /// Inserts or updates the node; false, changing nothing, when the name is bound to another key. The
 /// condition is part of the upsert, so two registrations racing for a new name cannot both bind it.
+/// A registration without an operator address keeps the one the node had: leaving the flag off
+/// an agent's restart must not stop its pay.
 async fn upsert(
     tx: &mut Transaction<'static, Any>,
     reg: &RegisterRequest,
@@ -262,7 +264,8 @@ async fn upsert(
     let done = sqlx::query(
         "INSERT INTO nodes (name, region, operator_address, price_micros, gpus, capabilities, simulated, token_hash, \
          registered_at, last_heartbeat, public_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) \
-         ON CONFLICT (name) DO UPDATE SET region = excluded.region, operator_address = excluded.operator_address, \
+         ON CONFLICT (name) DO UPDATE SET region = excluded.region, \
+         operator_address = COALESCE(excluded.operator_address, nodes.operator_address), \
          price_micros = excluded.price_micros, gpus = excluded.gpus, capabilities = excluded.capabilities, \
          simulated = excluded.simulated, token_hash = excluded.token_hash, last_heartbeat = excluded.last_heartbeat, \
          public_key = excluded.public_key \

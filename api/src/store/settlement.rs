@@ -93,6 +93,10 @@ pub struct NewLeaf {
     pub amount_micros: u64,
     pub paid_micros: u64,
     pub body: String,
+    /// The chain address paid for it (the node's operator).
+    pub provider: String,
+    /// The chain address that pays for it (the job's tenant).
+    pub payer: String,
 }
 
 /// A batch to record, its leaves in tree order.
@@ -139,13 +143,16 @@ pub struct SettledLeaf {
     pub amount_micros: u64,
     pub paid_micros: u64,
     pub body: String,
+    /// Who it pays and who pays it; `None` for leaves recorded before the store kept them.
+    pub provider: Option<String>,
+    pub payer: Option<String>,
 }
 
 const BATCH_COLUMNS: &str = "id, period_from_ms, period_to_ms, root, receipts, provider_totals, \
      payer_totals, state, tx, height, built_at, posted_at, final_at, attempts, last_error";
 
-const LEAF_COLUMNS: &str =
-    "batch_id, leaf_index, assignment_id, job_id, sequence, amount_micros, paid_micros, body";
+const LEAF_COLUMNS: &str = "batch_id, leaf_index, assignment_id, job_id, sequence, amount_micros, \
+     paid_micros, body, provider, payer";
 
 fn stored(value: u64, field: &str) -> Result<i64> {
     i64::try_from(value)
@@ -193,6 +200,8 @@ fn leaf_row(row: &sqlx::any::AnyRow) -> Result<SettledLeaf> {
         amount_micros: unsigned(row.try_get("amount_micros")?, "amount_micros")?,
         paid_micros: unsigned(row.try_get("paid_micros")?, "paid_micros")?,
         body: row.try_get("body")?,
+        provider: row.try_get("provider")?,
+        payer: row.try_get("payer")?,
     })
 }
 
@@ -278,7 +287,7 @@ impl Store {
             let first = number * CHUNK;
             let sql = format!(
                 "INSERT INTO settlement_leaves ({LEAF_COLUMNS}) VALUES {}",
-                placeholders(chunk.len(), 8)
+                placeholders(chunk.len(), 10)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (offset, leaf) in chunk.iter().enumerate() {
@@ -290,7 +299,9 @@ impl Store {
                     .bind(stored(leaf.sequence, "sequence")?)
                     .bind(stored(leaf.amount_micros, "amount_micros")?)
                     .bind(stored(leaf.paid_micros, "paid_micros")?)
-                    .bind(&leaf.body);
+                    .bind(&leaf.body)
+                    .bind(&leaf.provider)
+                    .bind(&leaf.payer);
             }
             match query.execute(&mut *tx).await {
                 Ok(_) => {}
@@ -452,5 +463,388 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// What a finalized batch paid one provider, in micro-units (`net = gross − fee`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payout {
+    pub provider: String,
+    pub gross: u64,
+    pub fee: u64,
+    pub net: u64,
+}
+
+/// A provider's payout from one final batch, with the batch's references, for its statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayoutLine {
+    pub batch_id: String,
+    pub period_from_ms: i64,
+    pub period_to_ms: i64,
+    /// The transaction that posted the batch.
+    pub post_tx: Option<String>,
+    /// When the hub recorded the batch final (Unix ms).
+    pub final_at: i64,
+    pub gross: u64,
+    pub fee: u64,
+    pub net: u64,
+    /// The `FinalizeBatch` transaction and the denom paid in, where known.
+    pub finalize_tx: Option<String>,
+    pub denom: Option<String>,
+}
+
+/// Where a slash is in its outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlashState {
+    /// Asked for, not yet taken by the contract.
+    Pending,
+    /// The contract slashed (the amount and transaction are recorded).
+    Posted,
+    /// The contract refused it (its reason is in `last_error`), or its outcome is unknown and it
+    /// must not be sent again blindly.
+    Failed,
+}
+
+impl SlashState {
+    /// Every state, in order.
+    pub const ALL: [SlashState; 3] = [SlashState::Pending, SlashState::Posted, SlashState::Failed];
+
+    /// The state's name in the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlashState::Pending => "pending",
+            SlashState::Posted => "posted",
+            SlashState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for SlashState {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        SlashState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown slash state {s:?}"))
+    }
+}
+
+/// A slash to queue (already validated by [`crate::slashing::request_slash`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSlash {
+    pub id: String,
+    pub operator: String,
+    pub reason: String,
+    pub evidence: String,
+}
+
+/// A slash in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlashRow {
+    pub id: String,
+    pub operator: String,
+    pub reason: String,
+    pub evidence: String,
+    pub state: SlashState,
+    /// What the contract took, in micro-units (a decimal string: stakes may exceed 64 bits).
+    pub amount: Option<String>,
+    /// Until when (Unix seconds, chain time) the operator is jailed.
+    pub jailed_until: Option<i64>,
+    pub tx: Option<String>,
+    pub height: Option<i64>,
+    pub requested_at: i64,
+    pub posted_at: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// What the contract did for a posted slash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlashDone {
+    /// `None` if the transaction's events did not say (it is logged).
+    pub amount: Option<String>,
+    pub jailed_until: Option<i64>,
+    pub tx: String,
+    pub height: u64,
+}
+
+const SLASH_COLUMNS: &str = "id, operator, reason, evidence, state, amount, jailed_until, tx, \
+     height, requested_at, posted_at, attempts, last_error";
+
+fn slash_row(row: &sqlx::any::AnyRow) -> Result<SlashRow> {
+    let state: String = row.try_get("state")?;
+    Ok(SlashRow {
+        id: row.try_get("id")?,
+        operator: row.try_get("operator")?,
+        reason: row.try_get("reason")?,
+        evidence: row.try_get("evidence")?,
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        amount: row.try_get("amount")?,
+        jailed_until: row.try_get("jailed_until")?,
+        tx: row.try_get("tx")?,
+        height: row.try_get("height")?,
+        requested_at: row.try_get("requested_at")?,
+        posted_at: row.try_get("posted_at")?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+impl Store {
+    /// Records the payouts of batch `id`'s `FinalizeBatch` (transaction `tx`) and moves the batch
+    /// from `confirmed` to `final`, in one transaction, so a final batch always has its payouts.
+    /// A payout already recorded is kept (another replica recorded the same finalization). False
+    /// if the batch was not `confirmed`.
+    pub async fn finalize_batch(
+        &self,
+        id: &str,
+        tx: (&str, u64),
+        payouts: &[Payout],
+        denom: Option<&str>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let height = stored(tx.1, "height")?;
+        let mut db = self.write_tx().await?;
+        for payout in payouts {
+            sqlx::query(
+                "INSERT INTO settlement_payouts \
+                 (batch_id, provider, gross, fee, net, denom, tx, height, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (batch_id, provider) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&payout.provider)
+            .bind(stored(payout.gross, "gross")?)
+            .bind(stored(payout.fee, "fee")?)
+            .bind(stored(payout.net, "net")?)
+            .bind(denom)
+            .bind(tx.0)
+            .bind(height)
+            .bind(now)
+            .execute(&mut *db)
+            .await?;
+        }
+        let done = sqlx::query(
+            "UPDATE settlement_batches SET state = 'final', final_at = $1, last_error = NULL \
+             WHERE id = $2 AND state = 'confirmed'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *db)
+        .await?;
+        db.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The payouts of batch `id`, by provider.
+    pub async fn batch_payouts(&self, id: &str) -> Result<Vec<Payout>> {
+        let rows = sqlx::query(
+            "SELECT provider, gross, fee, net FROM settlement_payouts WHERE batch_id = $1 \
+             ORDER BY provider",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Payout {
+                    provider: row.try_get("provider")?,
+                    gross: unsigned(row.try_get("gross")?, "gross")?,
+                    fee: unsigned(row.try_get("fee")?, "fee")?,
+                    net: unsigned(row.try_get("net")?, "net")?,
+                })
+            })
+            .collect()
+    }
+
+    /// What `provider` was paid by the batches recorded final in `[from_ms, to_ms)`, in the order
+    /// they went final.
+    pub async fn operator_payouts(
+        &self,
+        provider: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<PayoutLine>> {
+        let rows = sqlx::query(
+            "SELECT p.batch_id, b.period_from_ms, b.period_to_ms, b.tx AS post_tx, b.final_at, \
+                    p.gross, p.fee, p.net, p.tx AS finalize_tx, p.denom \
+             FROM settlement_payouts p JOIN settlement_batches b ON b.id = p.batch_id \
+             WHERE p.provider = $1 AND b.state = 'final' AND b.final_at >= $2 AND b.final_at < $3 \
+             ORDER BY b.final_at, p.batch_id",
+        )
+        .bind(provider)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PayoutLine {
+                    batch_id: row.try_get("batch_id")?,
+                    period_from_ms: row.try_get("period_from_ms")?,
+                    period_to_ms: row.try_get("period_to_ms")?,
+                    post_tx: row.try_get("post_tx")?,
+                    final_at: row.try_get("final_at")?,
+                    gross: unsigned(row.try_get("gross")?, "gross")?,
+                    fee: unsigned(row.try_get("fee")?, "fee")?,
+                    net: unsigned(row.try_get("net")?, "net")?,
+                    finalize_tx: row.try_get("finalize_tx")?,
+                    denom: row.try_get("denom")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The leaves paying `provider` in the batches recorded final in `[from_ms, to_ms)`, each with
+    /// the body of the previous settled leaf of its assignment (whatever batch settled it), whose
+    /// cumulative GPU time the leaf's own includes.
+    pub async fn operator_leaves(
+        &self,
+        provider: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(SettledLeaf, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT l.batch_id, l.leaf_index, l.assignment_id, l.job_id, l.sequence, \
+                    l.amount_micros, l.paid_micros, l.body, l.provider, l.payer, \
+                    (SELECT q.body FROM settlement_leaves q \
+                      WHERE q.assignment_id = l.assignment_id AND q.sequence < l.sequence \
+                      ORDER BY q.sequence DESC LIMIT 1) AS previous_body \
+             FROM settlement_leaves l JOIN settlement_batches b ON b.id = l.batch_id \
+             WHERE l.provider = $1 AND b.state = 'final' AND b.final_at >= $2 AND b.final_at < $3 \
+             ORDER BY l.job_id, l.assignment_id, l.sequence",
+        )
+        .bind(provider)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((leaf_row(row)?, row.try_get("previous_body")?)))
+            .collect()
+    }
+
+    /// Queues slash `slash` as `pending`.
+    pub async fn insert_slash(&self, slash: &NewSlash) -> Result<SlashRow> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO settlement_slashes (id, operator, reason, evidence, state, requested_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5)",
+        )
+        .bind(&slash.id)
+        .bind(&slash.operator)
+        .bind(&slash.reason)
+        .bind(&slash.evidence)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(SlashRow {
+            id: slash.id.clone(),
+            operator: slash.operator.clone(),
+            reason: slash.reason.clone(),
+            evidence: slash.evidence.clone(),
+            state: SlashState::Pending,
+            amount: None,
+            jailed_until: None,
+            tx: None,
+            height: None,
+            requested_at: now,
+            posted_at: None,
+            attempts: 0,
+            last_error: None,
+        })
+    }
+
+    /// Slash `id`.
+    pub async fn slash(&self, id: &str) -> Result<Option<SlashRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SLASH_COLUMNS} FROM settlement_slashes WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(slash_row).transpose()
+    }
+
+    /// A page of slashes by id (ids grow with the time they were asked for), optionally only
+    /// those of `operator` and only those in `state`.
+    pub async fn list_slashes(
+        &self,
+        operator: Option<&str>,
+        state: Option<SlashState>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<SlashRow>, Option<String>)> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SLASH_COLUMNS} FROM settlement_slashes \
+             WHERE ($1 = '' OR operator = $1) AND ($2 = '' OR state = $2) AND id > $3 \
+             ORDER BY id LIMIT $4"
+        )))
+        .bind(operator.unwrap_or(""))
+        .bind(state.map_or("", SlashState::as_str))
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut slashes = rows.iter().map(slash_row).collect::<Result<Vec<_>>>()?;
+        let next = cut_page(&mut slashes, limit, |s| s.id.clone());
+        Ok((slashes, next))
+    }
+
+    /// The slashes of `operator` the contract took in `[from_ms, to_ms)` (by when the hub recorded
+    /// them), oldest first.
+    pub async fn operator_slashes(
+        &self,
+        operator: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SlashRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SLASH_COLUMNS} FROM settlement_slashes \
+             WHERE operator = $1 AND state = 'posted' AND posted_at >= $2 AND posted_at < $3 \
+             ORDER BY posted_at, id"
+        )))
+        .bind(operator)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(slash_row).collect()
+    }
+
+    /// Records that the contract took pending slash `id` (compare-and-set); false if it was not
+    /// pending.
+    pub async fn slash_posted(&self, id: &str, done: &SlashDone) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE settlement_slashes SET state = 'posted', amount = $1, jailed_until = $2, \
+                tx = $3, height = $4, posted_at = $5, attempts = attempts + 1, last_error = NULL \
+             WHERE id = $6 AND state = 'pending'",
+        )
+        .bind(&done.amount)
+        .bind(done.jailed_until)
+        .bind(&done.tx)
+        .bind(stored(done.height, "height")?)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Records a try of pending slash `id` that failed: with `give_up` it becomes `failed` (not
+    /// sent again), otherwise it stays `pending` for the next pass.
+    pub async fn slash_attempt_failed(&self, id: &str, error: &str, give_up: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE settlement_slashes SET attempts = attempts + 1, last_error = $1, \
+                state = CASE WHEN $2 = 1 THEN 'failed' ELSE state END \
+             WHERE id = $3 AND state = 'pending'",
+        )
+        .bind(error)
+        .bind(i64::from(give_up))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

@@ -586,3 +586,39 @@ pub fn receipt_body(receipt: &settlement::receipt::Receipt, signature: &str) -> 
     })
     .expect("a receipt report serializes")
 }
+
+/// gn-a's signed, cumulative receipt for `row` covering its first `seconds`, sent to the hub.
+pub async fn receipted(
+    app: &axum::Router,
+    token: &str,
+    row: &api::store::AssignmentRow,
+    seconds: u64,
+) -> settlement::receipt::Receipt {
+    let started = row.created_at as u64;
+    let receipt = settlement::receipt::Receipt {
+        network: crds::agent::DEFAULT_NETWORK.into(),
+        node: "gn-a".into(),
+        job: row.job_id.clone(),
+        assignment: row.id.clone(),
+        sequence: seconds,
+        price_micros_per_gpu_hour: row.price_micros,
+        gpus: 1,
+        started_at_ms: started,
+        until_ms: started + 1_000 * seconds,
+        gpu_millis: 1_000 * seconds,
+    };
+    let signature = receipt.sign(&node_key("gn-a")).unwrap();
+    let body = receipt_body(&receipt, &signature);
+    let path = format!("/v1/agent/assignments/{}/receipts", row.id);
+    let reply = send(
+        app,
+        "POST",
+        &path,
+        Some(token),
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    receipt
+}

@@ -77,6 +77,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not .Values.chain.keySecret.name }}
 {{- fail "chain.mode=cosmos needs chain.keySecret.name: the Secret holding the hub's chain signing key" }}
 {{- end }}
+{{- if not .Values.chain.chainId }}
+{{- fail "chain.mode=cosmos needs chain.chainId: the chain id transactions are signed for, e.g. agora-1" }}
+{{- end }}
+{{- end }}
+{{- if and (eq .Values.chain.mode "embedded") (gt (int .Values.replicas) 1) }}
+{{- fail (printf "chain.mode=embedded runs a simulated devnet inside one hub process, so every replica would settle on a chain of its own: set replicas=1 (now %v), or chain.mode=cosmos" .Values.replicas) }}
 {{- end }}
 {{- if and .Values.rbac.create (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
 {{- fail "rbac.create binds the operator's permissions to the hub's service account: set serviceAccount.create=true or serviceAccount.name" }}

@@ -14,6 +14,7 @@ use cosmrs::cosmwasm::MsgExecuteContract;
 use cosmrs::proto::cosmos::auth::v1beta1::{
     BaseAccount, QueryAccountRequest, QueryAccountResponse,
 };
+use cosmrs::proto::cosmos::bank::v1beta1::{QueryBalanceRequest, QueryBalanceResponse};
 use cosmrs::proto::cosmos::tx::v1beta1::{SimulateRequest, SimulateResponse};
 use cosmrs::proto::cosmwasm::wasm::v1::{
     QuerySmartContractStateRequest, QuerySmartContractStateResponse,
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 const ACCOUNT_PATH: &str = "/cosmos.auth.v1beta1.Query/Account";
 const SIMULATE_PATH: &str = "/cosmos.tx.v1beta1.Service/Simulate";
 const SMART_QUERY_PATH: &str = "/cosmwasm.wasm.v1.Query/SmartContractState";
+const BALANCE_PATH: &str = "/cosmos.bank.v1beta1.Query/Balance";
 const BASE_ACCOUNT_TYPE: &str = "/cosmos.auth.v1beta1.BaseAccount";
 
 /// How much gas a transaction may use (its fee is this limit × the gas price).
@@ -433,6 +435,24 @@ impl CosmosChain {
         serde_json::from_slice(&data).map_err(|error| bad(format!("answer is not JSON: {error}")))
     }
 
+    async fn bank_balance(&self, address: String, denom: String) -> Result<u128, ChainError> {
+        let request = QueryBalanceRequest { address, denom };
+        let value = self
+            .abci_query(BALANCE_PATH, request.encode_to_vec())
+            .await?;
+        let bad = |reason: String| self.bad_response("abci_query balance", reason);
+        let coin = QueryBalanceResponse::decode(value.as_slice())
+            .map_err(|error| bad(error.to_string()))?
+            .balance;
+        match coin {
+            None => Ok(0),
+            Some(coin) => coin
+                .amount
+                .parse()
+                .map_err(|_| bad(format!("the amount {:?} is not an integer", coin.amount))),
+        }
+    }
+
     /// A gRPC query through ABCI: the encoded answer, or `Refused` with the chain's log.
     async fn abci_query(&self, path: &str, data: Vec<u8>) -> Result<Vec<u8>, ChainError> {
         let response = self
@@ -570,5 +590,9 @@ impl Chain for CosmosChain {
 
     fn query(&self, msg: serde_json::Value) -> ChainFuture<'_, serde_json::Value> {
         Box::pin(self.smart_query(msg))
+    }
+
+    fn balance(&self, address: &str, denom: &str) -> ChainFuture<'_, u128> {
+        Box::pin(self.bank_balance(address.to_string(), denom.to_string()))
     }
 }

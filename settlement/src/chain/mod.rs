@@ -156,6 +156,17 @@ pub trait Chain: Send + Sync {
     fn execute(&self, msg: serde_json::Value, funds: Vec<Coin>) -> ChainFuture<'_, TxOutcome>;
     /// Runs the contract's `QueryMsg` (as JSON) and returns its JSON answer.
     fn query(&self, msg: serde_json::Value) -> ChainFuture<'_, serde_json::Value>;
+    /// The bank balance of `address` in `denom` (the bank module, not the contract), so a
+    /// provider can see its pay arrive. Clients that cannot read it say so.
+    fn balance(&self, address: &str, denom: &str) -> ChainFuture<'_, u128> {
+        let _ = (address, denom);
+        Box::pin(async {
+            Err(ChainError::Invalid {
+                field: "balance",
+                reason: "this chain client does not read bank balances".into(),
+            })
+        })
+    }
 }
 
 impl dyn Chain + '_ {
