@@ -19,6 +19,9 @@ pub enum Bench {
     /// Settlement batches on one core: receipts batched and proven per second, the build time of
     /// a 1,000,000-receipt batch, receipts settled per transaction, against baselines.
     Settlement(crate::bench_settlement::SettlementBenchArgs),
+    /// SpotCheck's detection probability beside 1 − (1 − f)^k, its overhead, a faulty verifier
+    /// against honest workers, and Freivalds' check beside the product it checks.
+    Verify(crate::bench_verify::VerifyBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -69,6 +72,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Hub(args) => hub(args).await,
         Bench::Agent(args) => crate::bench_agent::run(args).await,
         Bench::Settlement(args) => crate::bench_settlement::run(args).await,
+        Bench::Verify(args) => crate::bench_verify::run(args).await,
     }
 }
 

@@ -275,8 +275,8 @@ pub struct AgentArgs {
     )]
     pub receipt_interval_seconds: u64,
     /// How often the agent measures its GPUs' benchmark score (a short matmul through CUDA, only
-    /// while no assignment is held) and reports it to the hub; 0 turns it off. Simulated GPUs get
-    /// no score.
+    /// while no assignment is held) and reports it to the hub; 0 turns it off. Simulated GPUs
+    /// report their model's published FP32 peak instead, marked as not measured.
     #[arg(
         long,
         env = "AGORA_BENCHMARK_INTERVAL_SECONDS",
@@ -291,6 +291,12 @@ pub struct AgentArgs {
         value_parser = clap::value_parser!(u64).range(0..=crds::agent::MAX_BANDWIDTH_PROBE_BYTES)
     )]
     pub bandwidth_probe_bytes: u64,
+    /// Make this simulated node cheat on purpose, to test the hub's verification: `skip` (random
+    /// results, no work), `partial:F` (each output chunk made up with probability F) or
+    /// `lie-model:MODEL` (advertise the GPUs as MODEL). Only with --simulate-gpus; the node says
+    /// it cheats in its logs, version and metrics (docs/agent.md).
+    #[arg(long, env = "AGORA_CHEAT", value_name = "MODE")]
+    pub cheat: Option<gpu_runtime::cheat::CheatMode>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -433,6 +439,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.cheat.is_none() || args.simulate_gpus.is_some(),
+        "--cheat is accepted only with --simulate-gpus: it makes a deliberately dishonest \
+         simulated node for testing verification, and a node on real GPUs never cheats"
+    );
     let name = match args.name {
         Some(name) => name,
         None => default_node_name()?,
@@ -491,6 +502,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         telemetry: Some(monitor),
         receipt_interval: Duration::from_secs(args.receipt_interval_seconds),
         benchmark_interval: Duration::from_secs(args.benchmark_interval_seconds),
+        cheat: args.cheat,
     };
     gpu_runtime::agent::run(config, shutdown_signal()).await
 }

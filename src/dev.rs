@@ -119,8 +119,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // Simulated telemetry is for `agora agent --simulate-gpus`; dev agents only offer GPUs.
             telemetry: None,
             receipt_interval: Duration::from_secs(60),
-            // Simulated GPUs get no benchmark score anyway.
-            benchmark_interval: Duration::ZERO,
+            // A simulated score (the model's published FP32 peak), at start and daily.
+            benchmark_interval: gpu_runtime::benchmark::DEFAULT_INTERVAL,
+            cheat: None,
         };
         fleet_lines.push(format!(
             "  {name:<10} {region:<13} {gpus:<13} {price}/GPU-hour (simulated GPUs)"

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_agent;
 mod bench_settlement;
+mod bench_verify;
 mod chain;
 mod cli;
 mod dev;

@@ -167,6 +167,42 @@ fn an_unknown_simulated_gpu_model_is_named() {
     assert!(out.stderr.contains("NoSuchGPU"), "stderr: {}", out.stderr);
 }
 
+/// `--cheat` makes a dishonest node for testing verification: refused on real GPUs (without
+/// `--simulate-gpus`), and a bad mode is named.
+#[test]
+fn cheating_is_only_for_simulated_nodes() {
+    let base = [
+        "agent",
+        "--hub",
+        "http://127.0.0.1:9",
+        "--region",
+        "eu-west",
+        "--name",
+        "gn-cli-test",
+    ];
+    let out = agora(&[&base[..], &["--cheat", "skip"]].concat());
+    assert!(!out.success, "a cheater started without simulated GPUs");
+    assert!(
+        out.stderr
+            .contains("--cheat is accepted only with --simulate-gpus"),
+        "stderr: {}",
+        out.stderr
+    );
+    let out = agora(
+        &[
+            &base[..],
+            &["--simulate-gpus", "1xL4-24GB", "--cheat", "partial:1.5"],
+        ]
+        .concat(),
+    );
+    assert!(!out.success, "a cheater started with a fraction above 1");
+    assert!(
+        out.stderr.contains("--cheat") && out.stderr.contains("0 < F <= 1"),
+        "stderr: {}",
+        out.stderr
+    );
+}
+
 #[test]
 fn a_hub_with_timings_that_cannot_work_refuses_to_start() {
     // Checked before the database is opened: nothing is created at this path.

@@ -13,6 +13,7 @@ pub mod client;
 pub mod error;
 mod extract;
 pub mod heartbeats;
+pub mod honesty;
 pub mod ids;
 pub mod leader;
 pub mod lifecycle;
@@ -35,6 +36,7 @@ pub mod state;
 pub mod statement;
 pub mod store;
 pub mod submission;
+pub mod verifying;
 pub mod views;
 
 pub use server::{HubConfig, RunningHub};

@@ -17,13 +17,17 @@ pub enum FailureReason {
     NodeLost,
     /// The job ran for its whole `maxRuntime`.
     DeadlineExceeded,
+    /// A verifier on another operator's node recomputed part of the work and a tie-breaker on a
+    /// third agreed with the verifier, not the worker (docs/verification.md).
+    VerificationFailed,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 3] = [
+    pub const ALL: [FailureReason; 4] = [
         FailureReason::WorkerFailed,
         FailureReason::NodeLost,
         FailureReason::DeadlineExceeded,
+        FailureReason::VerificationFailed,
     ];
 
     /// The reason as events and the job's status name it.
@@ -32,6 +36,7 @@ impl FailureReason {
             FailureReason::WorkerFailed => "WorkerFailed",
             FailureReason::NodeLost => "NodeLost",
             FailureReason::DeadlineExceeded => "DeadlineExceeded",
+            FailureReason::VerificationFailed => "VerificationFailed",
         }
     }
 
@@ -49,13 +54,14 @@ pub enum JobTransition {
     Place,
     /// Every worker of the attempt reported running: Scheduled → Running.
     Start,
-    /// The workers are done and the job asked for verification: Running → Verifying. Verification
-    /// does not exist yet; the phase and its exits are in place for it.
+    /// The workers are done and the job asked for verification: Running → Verifying (or straight
+    /// from Scheduled, when the workers ended before all of them reported running).
     Verify,
     /// Every worker exited successfully (and verification, when asked, agreed): → Succeeded. Also
     /// from Scheduled, when the workers ended before all of them reported running.
     Succeed,
-    /// The attempt failed and another one may follow: → Pending, to be placed again elsewhere.
+    /// The attempt failed (or its verification did) and another one may follow: → Pending, to be
+    /// placed again elsewhere.
     Retry,
     /// The attempt failed and no other may follow (attempts used up, or a failure a retry cannot
     /// mend): → Failed.
@@ -66,7 +72,7 @@ pub enum JobTransition {
 
 impl JobTransition {
     /// Every transition (`Fail` once per reason).
-    pub const ALL: [JobTransition; 9] = [
+    pub const ALL: [JobTransition; 10] = [
         JobTransition::Place,
         JobTransition::Start,
         JobTransition::Verify,
@@ -75,6 +81,7 @@ impl JobTransition {
         JobTransition::Fail(FailureReason::WorkerFailed),
         JobTransition::Fail(FailureReason::NodeLost),
         JobTransition::Fail(FailureReason::DeadlineExceeded),
+        JobTransition::Fail(FailureReason::VerificationFailed),
         JobTransition::Cancel,
     ];
 
@@ -84,9 +91,9 @@ impl JobTransition {
         match self {
             JobTransition::Place => &[Pending],
             JobTransition::Start => &[Scheduled],
-            JobTransition::Verify => &[Running],
+            JobTransition::Verify => &[Scheduled, Running],
             JobTransition::Succeed => &[Scheduled, Running, Verifying],
-            JobTransition::Retry => &[Scheduled, Running],
+            JobTransition::Retry => &[Scheduled, Running, Verifying],
             JobTransition::Fail(_) => &[Scheduled, Running, Verifying],
             JobTransition::Cancel => &[Pending, Scheduled, Running, Verifying],
         }
@@ -393,6 +400,7 @@ mod tests {
             ("Pending", "Scheduled"),
             ("Pending", "Cancelled"),
             ("Scheduled", "Running"),
+            ("Scheduled", "Verifying"),
             ("Scheduled", "Succeeded"),
             ("Scheduled", "Failed"),
             ("Scheduled", "Pending"),
@@ -403,6 +411,7 @@ mod tests {
             ("Running", "Pending"),
             ("Running", "Cancelled"),
             ("Verifying", "Succeeded"),
+            ("Verifying", "Pending"),
             ("Verifying", "Failed"),
             ("Verifying", "Cancelled"),
         ]);
@@ -462,10 +471,11 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_may_send_its_job_back_to_pending() {
-        for from in [JobPhase::Scheduled, JobPhase::Running] {
+        // A failed verification fails its attempt too, so Verifying may go back to Pending.
+        for from in [JobPhase::Scheduled, JobPhase::Running, JobPhase::Verifying] {
             assert_eq!(JobTransition::Retry.apply(from), Some(JobPhase::Pending));
         }
-        assert_eq!(JobTransition::Retry.apply(JobPhase::Verifying), None);
+        assert_eq!(JobTransition::Retry.apply(JobPhase::Pending), None);
         assert!(JobTransition::Retry.stops_workers());
     }
 

@@ -189,6 +189,27 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/jobs/{id}/verifications",
+        id: "listJobVerifications",
+        summary: "How a job's attempts were verified (SpotCheck, Redundant): the sample's seed and chunks, the verifier and tie-breaker jobs, the verdict and, for a failed check, the evidence",
+        auth: Auth::ApiKey,
+        query: &[],
+        request: None,
+        responses: &[
+            (
+                200,
+                "The verifications, attempt by attempt",
+                Some(schema::<rest::List<rest::Verification>>),
+            ),
+            (
+                404,
+                "No such job for this tenant",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
         path: "/v1/jobs/{id}/events",
         id: "listJobEvents",
         summary: "A job's event log: every phase change with its reason",

@@ -353,6 +353,16 @@ async fn decide(
             // Only retried jobs can have failed somewhere, so first attempts cost no extra read.
             request.excluded_nodes = state.store.excluded_nodes(&job.id).await?;
         }
+        if job
+            .name
+            .as_deref()
+            .is_some_and(|name| name.starts_with(crate::verifying::JOB_PREFIX))
+        {
+            // A verifier never runs at an operator it checks (docs/verification.md).
+            request
+                .excluded_nodes
+                .extend(state.store.nodes_of_excluded_operators(&job.id).await?);
+        }
         let deciding = Instant::now();
         match scheduler::place(
             &mut fleet.index,
@@ -545,7 +555,8 @@ fn node_view(
     NodeView {
         name: row.name.clone(),
         region: row.region.clone(),
-        price_micros: row.price_micros,
+        // A node that benchmarks far below its claimed model is offered as what it measures.
+        price_micros: crate::honesty::priced_micros(row),
         ready: node_ready(row.last_heartbeat, now, timeout),
         capabilities: row.capabilities.clone(),
         gpus: row
@@ -553,9 +564,10 @@ fn node_view(
             .iter()
             .map(|g| gpu_view(g, &row.allocated))
             .collect(),
-        // Stake and jailing come from the settlement contract; reputation from verification.
+        // Stake and jailing come from the settlement contract; reputation from verification
+        // (docs/verification.md).
         stake_micros,
-        reputation_bps: 10_000,
+        reputation_bps: row.reputation_bps,
         jailed,
     }
 }

@@ -266,6 +266,8 @@ pub struct RunningHub {
     liveness: JoinHandle<()>,
     /// The settlement loop, when the hub settles on a chain.
     settling: Option<JoinHandle<()>>,
+    /// The verification loop (crate::verifying).
+    verifying: JoinHandle<()>,
     /// Writes buffered heartbeat times (a last time at shutdown) and refreshes the live view.
     heartbeats: JoinHandle<()>,
 }
@@ -321,6 +323,7 @@ impl RunningHub {
                 link,
             ))
         });
+        let verifying = tokio::spawn(crate::verifying::run(state.clone(), leadership.clone()));
         let liveness = tokio::spawn(liveness::run(state.clone(), leadership));
         let heartbeats = tokio::spawn(heartbeats::run(state.clone()));
         tracing::info!(%addr, https, "hub serving");
@@ -335,6 +338,7 @@ impl RunningHub {
             pricing,
             liveness,
             settling,
+            verifying,
             heartbeats,
         })
     }
@@ -379,6 +383,7 @@ impl RunningHub {
             pricing,
             liveness,
             settling,
+            verifying,
             heartbeats,
             ..
         } = self;
@@ -397,6 +402,7 @@ impl RunningHub {
         if let Some(settling) = settling {
             let _ = settling.await;
         }
+        let _ = verifying.await;
         let _ = heartbeats.await;
         state.store.close().await;
         served

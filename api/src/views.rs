@@ -204,6 +204,17 @@ pub fn node(row: &NodeRow, now_ms: i64, timeout_ms: i64) -> Node {
                 format!("unhealthy: {}", unhealthy.join(", ")),
                 row.last_heartbeat,
             )
+        } else if let (Some(below), Some(benchmark)) =
+            (crate::honesty::assess(row), row.benchmark.as_ref())
+        {
+            // Judged by the hub against the claimed model (crate::honesty).
+            condition(
+                "Healthy",
+                false,
+                "BenchmarkBelowModel",
+                below.message(),
+                benchmark.at,
+            )
         } else if let Some((finding, at)) = row
             .benchmark
             .as_ref()

@@ -53,7 +53,9 @@ backend_tests! {
         let condition = healthy(&node);
         assert_eq!(condition["status"], "False", "{node}");
         assert_eq!(condition["reason"], "BenchmarkBelowModel", "{node}");
-        assert_eq!(condition["message"], finding, "{node}");
+        // The hub judges the score against the claimed model itself (crate::honesty).
+        let message = condition["message"].as_str().unwrap();
+        assert!(message.starts_with("measured 3.0 TFLOPS FP32 per GPU, 6% of the H100-80GB's 51.0 TFLOPS peak"), "{node}");
 
         // Heartbeats without a score change nothing of it.
         assert_eq!(heartbeat(&app, &token, &[]).await.status, 200);
@@ -86,5 +88,30 @@ backend_tests! {
             assert_eq!(reply.body["error"]["field"], field, "{benchmark}: {}", reply.body);
         }
         assert!(get_node(&app, &key, "gn-a").await.get("benchmark").is_none());
+    }
+
+    async fn a_node_far_below_its_claimed_model_is_priced_as_it_measures(store: Store) {
+        let (app, state, key) = app(&store, "team-a").await;
+        // Claims H100s at 2.00, benchmarks like an L4 (30.3 TFLOPS: 59% of the H100's 51),
+        // without any finding of its own.
+        let liar = register(&app, &registration("gn-liar", "eu-west", 1, "2.00")).await;
+        let honest = register(&app, &registration("gn-honest", "eu-west", 1, "1.50")).await;
+        for (token, tflops) in [(&liar, 30.3), (&honest, 45.0)] {
+            let reply = send_heartbeat(&app, token, &with_benchmark(json!({"tflops": tflops, "measuredAt": 1_790_000_000_000i64}))).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+        let node = get_node(&app, &key, "gn-liar").await;
+        let condition = healthy(&node);
+        assert_eq!((condition["status"].as_str(), condition["reason"].as_str()), (Some("False"), Some("BenchmarkBelowModel")), "{node}");
+        assert!(condition["message"].as_str().unwrap().contains("priced as measured"), "{node}");
+        assert_eq!(healthy(&get_node(&app, &key, "gn-honest").await)["status"], "True", "88% of peak is honest");
+
+        // It is offered at 2.00 × 30.3 / 51 = 1.188235…, floored to micro-units: cheaper than the
+        // honest node's 1.50 now, so a job lands there at that price.
+        let job = submit(&app, &key, &sleep_spec(60)).await;
+        assert_eq!(api::scheduling::schedule_once(&state).await.unwrap(), 1);
+        let placed = get_job(&app, &key, &job).await;
+        assert_eq!(placed["status"]["placement"]["workers"][0]["node"], "gn-liar", "{placed:#}");
+        assert_eq!(placed["status"]["placement"]["pricePerGpuHour"], "1.188235", "{placed:#}");
     }
 }

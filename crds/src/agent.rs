@@ -572,10 +572,43 @@ pub struct WorkloadResult {
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub output_digest: Option<String>,
     /// `verifiableMatmul`: the SHA-256 commitment of each chunk of rows of C, in order, lowercase
-    /// hex; at most 1024, as many as a `verifiableMatmul` may have chunks.
+    /// hex; at most 1024, as many as a `verifiableMatmul` may have chunks. With `chunks` in the
+    /// workload, exactly those chunks', in that order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1024), inner(regex(pattern = r"^[0-9a-f]{64}$")))]
     pub chunk_commitments: Vec<String>,
+    /// The node key's signature of the result: ECDSA over SHA-256 of the message
+    /// `"agora-result-v1\0" ‖ network ‖ 0x00 ‖ assignment id ‖ 0x00 ‖ outputDigest (32 raw bytes)`
+    /// (`result_message`), low `s`, `r ‖ s` as lowercase hex, as registrations and receipts are
+    /// signed. It makes a reported digest (and through it every
+    /// commitment) evidence that this node, and no one on its way, claimed it. The agent always
+    /// sets it with an `outputDigest`; optional so that older agents' results still parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{128}$"))]
+    pub signature: Option<String>,
+}
+
+/// The first bytes of every signed result: the purpose and the scheme's version, so a result
+/// signature can never pass for a registration proof (`agora-register-v1`) or a usage receipt
+/// (`agora-receipt-v1`), nor they for it.
+pub const RESULT_DOMAIN: &[u8] = b"agora-result-v1\0";
+
+/// The exact bytes a node signs for a workload result: [`RESULT_DOMAIN`] (`agora-result-v1` and a
+/// zero byte), the network, a zero byte, the assignment id, a zero byte, and the 32 raw bytes of
+/// the output digest. Neither the network nor the id can hold a zero byte (both are printable
+/// names), so the message is unambiguous; binding both means a signed result can be replayed
+/// neither for another assignment nor on another network. The commitments are bound through the
+/// digest, which is computed over them.
+pub fn result_message(network: &str, assignment: &str, digest: &[u8; 32]) -> Vec<u8> {
+    let mut message =
+        Vec::with_capacity(RESULT_DOMAIN.len() + network.len() + assignment.len() + 2 + 32);
+    message.extend_from_slice(RESULT_DOMAIN);
+    message.extend_from_slice(network.as_bytes());
+    message.push(0);
+    message.extend_from_slice(assignment.as_bytes());
+    message.push(0);
+    message.extend_from_slice(digest);
+    message
 }
 
 /// What computed a [`WorkloadResult`].
@@ -652,6 +685,41 @@ mod tests {
         ] {
             assert!(!pattern.is_valid(&bad.into()), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_result_message_is_byte_exact() {
+        let message = result_message("agora-devnet-1", "asg-job-1-1-0", &[0xab; 32]);
+        let mut expected = b"agora-result-v1\0agora-devnet-1\0asg-job-1-1-0\0".to_vec();
+        expected.extend_from_slice(&[0xab; 32]);
+        assert_eq!(message, expected);
+    }
+
+    /// Signed as the agent signs (ECDSA over SHA-256, low `s`), verified as the hub verifies: the
+    /// node's key passes, another key or any changed part of the message does not.
+    #[test]
+    fn a_signed_result_verifies_only_for_its_key_and_digest() {
+        use k256::ecdsa::{
+            Signature, SigningKey,
+            signature::{Signer, Verifier},
+        };
+        let node = SigningKey::from_slice(&[7; 32]).unwrap();
+        let digest = [0x5a; 32];
+        let signature: Signature = node.sign(&result_message("net-a", "asg-1", &digest));
+        let signature = signature.normalize_s();
+        let verifies = |key: &SigningKey, message: Vec<u8>| {
+            key.verifying_key().verify(&message, &signature).is_ok()
+        };
+        assert!(verifies(&node, result_message("net-a", "asg-1", &digest)));
+        let mut changed = digest;
+        changed[31] ^= 1;
+        assert!(!verifies(&node, result_message("net-a", "asg-1", &changed)));
+        assert!(!verifies(&node, result_message("net-a", "asg-2", &digest)));
+        assert!(!verifies(&node, result_message("net-b", "asg-1", &digest)));
+        let other = SigningKey::from_slice(&[8; 32]).unwrap();
+        assert!(!verifies(&other, result_message("net-a", "asg-1", &digest)));
+        // The wire form is the 128 hex digits the schema asks for.
+        assert_eq!(hex::encode(signature.to_bytes()).len(), 128);
     }
 
     #[test]

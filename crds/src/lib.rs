@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod gpu_models;
 pub mod manifests;
 pub mod money;
 pub mod rest;

@@ -359,3 +359,37 @@ pub struct OperatorAccount {
     /// Nodes whose keys are registered to this operator.
     pub nodes: Vec<String>,
 }
+
+/// One verification of a job's attempt (`GET /v1/jobs/{id}/verifications`, docs/verification.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub id: String,
+    /// The attempt checked.
+    pub attempt: u32,
+    /// `SpotCheck` or `Redundant`.
+    pub mode: String,
+    /// `sampling`, `recomputing`, `tie_breaking`, `passed`, `failed` or `unverifiable`.
+    pub state: String,
+    /// The sample's seed (hex), drawn after the worker's result arrived: anyone can derive the
+    /// sample from it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    /// The chunks recomputed (SpotCheck).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<u32>,
+    /// The job that recomputed them on another operator's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier_job: Option<String>,
+    /// The job that decided a disagreement on a third operator's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie_breaker_job: Option<String>,
+    /// The outcome, with the evidence when a worker was found wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub created_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}

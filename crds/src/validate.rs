@@ -148,6 +148,11 @@ pub fn strict_json_schema(schema: &Value) -> Value {
             {
                 out.insert("additionalProperties".into(), Value::Bool(false));
             }
+            // The API server refuses repeats in a `set` list; draft 4 says it with `uniqueItems`
+            // (which a structural CRD schema itself may not use).
+            if map.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
+                out.insert("uniqueItems".into(), Value::Bool(true));
+            }
             if map.get("nullable") == Some(&Value::Bool(true))
                 && let Some(Value::String(ty)) = map.get("type")
             {
@@ -242,6 +247,10 @@ fn structural_error(spec: &Value, e: &jsonschema::ValidationError<'_>) -> FieldE
         Kind::ExclusiveMaximum { limit } => FieldError {
             field: base,
             message: format!("must be less than {}, got {}", number(limit), e.instance),
+        },
+        Kind::UniqueItems => FieldError {
+            field: base,
+            message: format!("must not list a value twice, got {}", e.instance),
         },
         Kind::Enum { options } => FieldError {
             field: base,

@@ -121,6 +121,7 @@ fn result() -> WorkloadResult {
         tflops: Some(40.0),
         output_digest: Some("0f".repeat(32)),
         chunk_commitments: vec!["a1".repeat(32); 3],
+        signature: Some("5e".repeat(64)),
     }
 }
 
@@ -139,9 +140,63 @@ fn a_result_travels_in_camel_case() {
         serde_json::to_value(result()).unwrap(),
         json!({
             "backend": "cuda", "tflops": 40.0,
-            "outputDigest": "0f".repeat(32), "chunkCommitments": vec!["a1".repeat(32); 3]
+            "outputDigest": "0f".repeat(32), "chunkCommitments": vec!["a1".repeat(32); 3],
+            "signature": "5e".repeat(64)
         })
     );
     // Unknown fields are refused: a result is data the hub stores.
     assert!(serde_json::from_value::<WorkloadResult>(json!({"backend": "cuda", "x": 1})).is_err());
+}
+
+/// `chunks` asks for a partial recompute: accepted when sorted, distinct and in range; anything
+/// else is refused naming `chunks`, with the reason.
+#[test]
+fn chunks_of_a_partial_recompute_are_checked() {
+    let parsed = SpecValidator::new()
+        .validate(&spec(
+            json!({"verifiableMatmul": {"n": 64, "chunkRows": 16, "seed": 1, "chunks": [0, 3]}}),
+        ))
+        .unwrap();
+    let v = parsed.workload.builtin.unwrap().verifiable_matmul.unwrap();
+    assert_eq!(v.chunks, Some(vec![0, 3]));
+    // Without `chunks`, the whole product, as before.
+    let whole = SpecValidator::new()
+        .validate(&spec(
+            json!({"verifiableMatmul": {"n": 64, "chunkRows": 16}}),
+        ))
+        .unwrap();
+    assert_eq!(
+        whole
+            .workload
+            .builtin
+            .unwrap()
+            .verifiable_matmul
+            .unwrap()
+            .chunks,
+        None
+    );
+    let field = "spec.workload.builtin.verifiableMatmul.chunks";
+    for (chunks, says) in [
+        // 64 rows in chunks of 16: chunks 0 to 3.
+        (json!([1, 4]), "below the number of chunks"),
+        (json!([2, 1]), "sorted"),
+        (json!([1, 1]), "twice"),
+        (json!([]), ""),
+        (json!([-1]), ""),
+    ] {
+        let builtin = json!({"verifiableMatmul": {"n": 64, "chunkRows": 16, "chunks": chunks}});
+        let (got, message) = refusal(builtin.clone());
+        assert!(got.starts_with(field), "{builtin}: field {got}");
+        assert!(message.contains(says), "{builtin}: {message}");
+    }
+}
+
+#[test]
+fn a_result_without_a_signature_still_parses() {
+    let old: WorkloadResult = serde_json::from_value(json!({
+        "backend": "cpu-reference", "outputDigest": "0f".repeat(32),
+        "chunkCommitments": ["a1".repeat(32)]
+    }))
+    .unwrap();
+    assert_eq!(old.signature, None);
 }

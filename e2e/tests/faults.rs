@@ -808,6 +808,14 @@ fn set_up_target(dir: &std::path::Path, db: &TestDatabase) -> Target {
     let node_a = "gn-fault-agent".to_string();
     let agent = hub.agent(&node_a, "eu-west", "2xH100-80GB", "1.00");
     wait_ready(&api, &[&node_a], STEP_TIMEOUT);
+    // The agent reports its (simulated) benchmark score once at start: wait for it, so the state
+    // compared below does not change on its own.
+    poll_until("the agent's benchmark score", STEP_TIMEOUT, || {
+        let node = api.node(&node_a)?;
+        node.get("benchmark")
+            .map(|_| ())
+            .ok_or_else(|| format!("{node}"))
+    });
 
     // The test's own node, at a price no job here accepts.
     let node_b = "gn-fault-mine".to_string();

@@ -86,6 +86,9 @@ pub struct AgentConfig {
     /// How often the GPUs' benchmark score is measured (`--benchmark-interval-seconds`); zero:
     /// never. See [`crate::benchmark`].
     pub benchmark_interval: Duration,
+    /// A simulated node that cheats on purpose (`--cheat MODE`), to test verification; `None` for
+    /// every honest node. See [`crate::cheat`].
+    pub cheat: Option<crate::cheat::CheatMode>,
 }
 
 impl AgentConfig {
@@ -95,16 +98,28 @@ impl AgentConfig {
             region: self.region.clone(),
             operator_address: self.operator_address.clone(),
             price_per_gpu_hour: self.price_per_gpu_hour,
-            gpus: self.gpus.clone(),
+            gpus: advertised(self.cheat, self.gpus.clone()),
             capabilities: self.capabilities.clone(),
             simulated: self.simulated,
-            agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            agent_version: Some(format!(
+                "{}{}",
+                env!("CARGO_PKG_VERSION"),
+                self.cheat.map(|c| c.version_suffix()).unwrap_or_default()
+            )),
             public_key: self.identity.public_key().to_string(),
             // Filled in for each registration with a fresh challenge.
             challenge: String::new(),
             signature: String::new(),
             probe_address: self.probes.address.clone(),
         }
+    }
+}
+
+/// The inventory the hub is told: the GPUs as they are, unless a `lie-model` cheater relabels them.
+fn advertised(cheat: Option<crate::cheat::CheatMode>, gpus: Vec<GpuDevice>) -> Vec<GpuDevice> {
+    match cheat {
+        Some(cheat) => cheat.advertise(gpus),
+        None => gpus,
     }
 }
 
@@ -123,6 +138,8 @@ struct Shared {
     receipt_interval: Duration,
     /// The scheduled GPU benchmark and the score the next heartbeat carries.
     benchmark: crate::benchmark::Benchmark,
+    /// How this (simulated) node cheats, if it does.
+    cheat: Option<crate::cheat::CheatMode>,
 }
 
 /// Runs the node agent until `shutdown` completes, then stops every worker, tries once to report
@@ -155,6 +172,12 @@ async fn run_node(
     )
     .map_err(|e| anyhow::anyhow!("--state-dir {}: {e:#}", config.state_dir.display()))?;
     config.probes.validate()?;
+    if let Some(cheat) = config.cheat {
+        cheat.warn_at_start();
+        if let Some(monitor) = &config.telemetry {
+            monitor.mark_cheater(&cheat.to_string());
+        }
+    }
     let responder = match config.probes.listen {
         Some(address) => Some(Responder::bind(address).await.map_err(|e| {
             anyhow::anyhow!("--probe-listen {address}: cannot answer probes there: {e}")
@@ -184,6 +207,7 @@ async fn run_node(
             config.simulated,
             config.gpus.clone(),
         ),
+        cheat: config.cheat,
     });
 
     let mut workers = Workers::default();
@@ -225,8 +249,10 @@ async fn heartbeat_loop(shared: &Shared) {
         if let Some(monitor) = telemetry {
             monitor.track_assignments(&assignments);
         }
+        // The inventory as it is; the hub is told it as advertised.
+        let changed = telemetry.and_then(crate::gpus::Monitor::changed_devices);
         let request = HeartbeatRequest {
-            gpus: telemetry.and_then(crate::gpus::Monitor::changed_devices),
+            gpus: changed.clone().map(|gpus| advertised(shared.cheat, gpus)),
             assignments,
             telemetry: telemetry
                 .map(crate::gpus::Monitor::telemetry)
@@ -252,7 +278,7 @@ async fn heartbeat_loop(shared: &Shared) {
                 if let Some(failures) = streak.succeed() {
                     info!(failures, "heartbeats reach the hub again");
                 }
-                if let (Some(monitor), Some(gpus)) = (telemetry, &request.gpus) {
+                if let (Some(monitor), Some(gpus)) = (telemetry, &changed) {
                     monitor.devices_delivered(gpus);
                 }
                 if let Some(score) = &request.benchmark {
@@ -420,7 +446,31 @@ mod tests {
             telemetry: None,
             receipt_interval: Duration::from_secs(60),
             benchmark_interval: crate::benchmark::DEFAULT_INTERVAL,
+            cheat: None,
         }
+    }
+
+    /// A cheater says so in its version, and a `lie-model` one registers its GPUs as the model
+    /// it claims.
+    #[test]
+    fn a_cheater_is_marked_and_lies_only_where_its_mode_says() {
+        let state = tempfile::tempdir().unwrap();
+        let mut config = config("http://hub", &state);
+        config.cheat = Some("partial:0.1".parse().unwrap());
+        let request = config.register_request();
+        assert_eq!(
+            request.agent_version,
+            Some(format!(
+                "{} (simulated cheater: partial:0.1)",
+                env!("CARGO_PKG_VERSION")
+            ))
+        );
+        assert!(request.gpus.iter().all(|g| g.model == "L4-24GB"));
+        config.cheat = Some("lie-model:H100-80GB".parse().unwrap());
+        let request = config.register_request();
+        assert!(request.gpus.iter().all(|g| g.model == "H100-80GB"));
+        // What it runs with (and benchmarks) is still its real inventory.
+        assert!(config.gpus.iter().all(|g| g.model == "L4-24GB"));
     }
 
     #[test]

@@ -4,9 +4,14 @@
 //! ([`benchmark_finding`]) marks the node not `Healthy` — the GPU is faulty, throttled or not the
 //! model it claims.
 //!
-//! Only real GPUs are measured, through CUDA. Simulated GPUs get no score: the CPU reference would
-//! report the host's CPU as the GPU's throughput. The run never competes with paid work: it waits
-//! while the node holds an assignment.
+//! Only real GPUs are measured, through CUDA; the run never competes with paid work: it waits
+//! while the node holds an assignment. Simulated GPUs are not measured (the CPU reference would
+//! report the host's CPU as the GPU's throughput): they get a **simulated score**, the published
+//! FP32 peak of their model from the model table ([`crds::gpu_models::fp32_peak_tflops`], from
+//! NVIDIA's datasheets — the table the agent's finding and the hub's "below the model" rule are
+//! made against), logged as simulated. So an honest simulated node passes the hub's benchmark rule, and one that claims a
+//! faster model than it has (`--cheat lie-model:MODEL`, [`crate::cheat`]) reports its real
+//! model's figure and fails it.
 
 use std::{
     collections::BTreeMap,
@@ -40,27 +45,43 @@ const BUSY_RETRY: Duration = Duration::from_secs(60);
 pub enum Skip {
     /// `--benchmark-interval-seconds 0`.
     Disabled,
-    /// Simulated GPUs: a CPU figure would misstate them.
-    Simulated,
     /// No healthy GPU to measure.
     NoGpus,
     /// The node holds an assignment; the GPUs are someone's paid work.
     Busy,
 }
 
-/// Whether the scheduled benchmark runs now; `Busy` is the only reason that passes with time.
+/// Whether the scheduled benchmark runs now; `Busy` is the only reason that passes with time. A
+/// simulated score takes no GPU time, so a busy simulated node gets one all the same.
 pub fn decide(interval: Duration, simulated: bool, gpus: &[GpuDevice], busy: bool) -> Option<Skip> {
     if interval.is_zero() {
         Some(Skip::Disabled)
-    } else if simulated || gpus.iter().any(|g| g.simulated) {
-        Some(Skip::Simulated)
     } else if !gpus.iter().any(|g| g.healthy) {
         Some(Skip::NoGpus)
-    } else if busy {
+    } else if busy && !is_simulated(simulated, gpus) {
         Some(Skip::Busy)
     } else {
         None
     }
+}
+
+fn is_simulated(simulated: bool, gpus: &[GpuDevice]) -> bool {
+    simulated || gpus.iter().any(|g| g.simulated)
+}
+
+/// The score of simulated GPUs: for each healthy one, the published FP32 peak of its model (its
+/// real model, whatever the node advertises), so never a finding. GPUs of a model without a
+/// published figure are left out; `None` when none has one.
+pub fn simulated_report(gpus: &[GpuDevice], measured_at_ms: i64) -> Option<BenchmarkReport> {
+    let per_gpu: Vec<(String, f64)> = gpus
+        .iter()
+        .filter(|g| g.healthy)
+        .filter_map(|g| {
+            let peak = crate::inventory::known_model(&g.model)?.fp32_peak_tflops()?;
+            Some((g.model.clone(), peak))
+        })
+        .collect();
+    report(&per_gpu, measured_at_ms)
 }
 
 /// The heartbeat's `benchmark` from per-GPU figures `(model, TFLOPS)`: the mean over all GPUs,
@@ -136,8 +157,8 @@ impl Benchmark {
         *lock(&self.pending) = Some(report);
     }
 
-    /// Measures at start and every interval while `busy()` is false. Never returns: on
-    /// simulated GPUs, without GPUs or when disabled it just waits.
+    /// Measures at start and every interval while `busy()` is false (simulated GPUs: takes their
+    /// simulated score). Never returns: without GPUs or when disabled it just waits.
     pub async fn run(&self, busy: impl Fn() -> bool) {
         let mut next = tokio::time::Instant::now();
         loop {
@@ -154,6 +175,19 @@ impl Benchmark {
                 None => {}
             }
             let gpus: Vec<GpuDevice> = self.gpus.iter().filter(|g| g.healthy).cloned().collect();
+            if is_simulated(self.simulated, &gpus) {
+                let now = jiff::Timestamp::now().as_millisecond();
+                if let Some(report) = simulated_report(&gpus, now) {
+                    info!(
+                        tflops = report.tflops,
+                        "simulated GPU benchmark score: the published FP32 peak of the simulated \
+                         model, not a measurement"
+                    );
+                    self.measured(report);
+                }
+                next = tokio::time::Instant::now() + self.interval;
+                continue;
+            }
             let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
             let flag = Arc::clone(&cancel.0);
             let measured = tokio::task::spawn_blocking(move || measure(&gpus, &flag)).await;
@@ -230,10 +264,10 @@ mod tests {
         assert_eq!(decide(day, false, &real, false), None);
         // Busy with an assignment: not measured now, but later.
         assert_eq!(decide(day, false, &real, true), Some(Skip::Busy));
-        // Simulated GPUs never get a (CPU) score, idle or not.
+        // Simulated GPUs get their simulated score, idle or not (it takes no GPU time).
         let sim = [gpu("H100-80GB", true, true)];
-        assert_eq!(decide(day, true, &sim, false), Some(Skip::Simulated));
-        assert_eq!(decide(day, false, &sim, false), Some(Skip::Simulated));
+        assert_eq!(decide(day, true, &sim, false), None);
+        assert_eq!(decide(day, false, &sim, true), None);
         assert_eq!(
             decide(Duration::ZERO, false, &real, false),
             Some(Skip::Disabled)
@@ -242,12 +276,22 @@ mod tests {
         assert_eq!(decide(day, false, &broken, false), Some(Skip::NoGpus));
     }
 
+    /// A simulated node reports its model's published FP32 figure (never a CPU measurement),
+    /// which passes the finding against the same model.
     #[tokio::test(start_paused = true)]
-    async fn a_simulated_node_reports_no_score() {
-        let bench = Benchmark::new(DEFAULT_INTERVAL, true, vec![gpu("H100-80GB", true, true)]);
-        // Paused time: a (wrongly) started CPU run would finish long before this returns.
-        let _ = tokio::time::timeout(Duration::from_secs(3 * 86_400), bench.run(|| false)).await;
-        assert_eq!(bench.to_send(), None);
+    async fn a_simulated_node_reports_its_model_s_published_figure() {
+        let gpus = vec![gpu("L4-24GB", true, true), gpu("H100-80GB", true, true)];
+        let bench = Benchmark::new(DEFAULT_INTERVAL, true, gpus);
+        let _ = tokio::time::timeout(Duration::from_secs(60), bench.run(|| true)).await;
+        let score = bench.to_send().expect("a simulated score");
+        // The mean of the L4's 30.3 and the H100's 51 TFLOPS.
+        assert!((score.tflops - 40.65).abs() < 1e-9, "{score:?}");
+        assert_eq!(score.finding, None);
+        // A model without a published figure gets none.
+        assert_eq!(
+            simulated_report(&[gpu("Imaginary-1GB", true, true)], 1),
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -136,6 +136,12 @@ impl NodeIdentity {
     ) -> String {
         self.sign(crds::agent::register_message(challenge, name, operator_address).as_bytes())
     }
+
+    /// The signature of a workload result's output digest for an assignment on a network (see
+    /// [`crds::agent::result_message`]).
+    pub fn sign_result(&self, network: &str, assignment: &str, digest: &[u8; 32]) -> String {
+        self.sign(&crds::agent::result_message(network, assignment, digest))
+    }
 }
 
 /// Whether `signature` (hex `r ‖ s`, low `s`) is `public_key`'s (hex compressed SEC1) signature of

@@ -63,47 +63,11 @@ pub fn known_model(name: &str) -> Option<&'static GpuModel> {
 }
 
 impl GpuModel {
-    /// Dense FP32 peak (CUDA cores, no tensor cores, boost clock) in TFLOPS, from NVIDIA's product
-    /// datasheets; where a name covers several forms (SXM and PCIe) the lowest, so that a slower
-    /// form is never taken for a faulty one. The matmul benchmark's health finding compares
+    /// Dense FP32 peak in TFLOPS, from NVIDIA's product datasheets ([`crds::gpu_models`], shared
+    /// with the hub's benchmark-honesty rule). The matmul benchmark's health finding compares
     /// against it (`workloads::matmul_benchmark::benchmark_finding`).
     pub fn fp32_peak_tflops(&self) -> Option<f64> {
-        let peak = match self.name {
-            // HGX B200 datasheet: 600 TFLOPS FP32 for eight GPUs.
-            "B200-180GB" => 75.0,
-            // H200 datasheet: SXM 67, NVL (PCIe) 60.
-            "H200-141GB" => 60.0,
-            // H100 datasheet: SXM 67, PCIe 51.
-            "H100-80GB" => 51.0,
-            // A100 datasheet: 19.5 for both memory sizes and forms.
-            "A100-80GB" | "A100-40GB" => 19.5,
-            // L40S datasheet.
-            "L40S-48GB" => 91.6,
-            // L40 datasheet.
-            "L40-48GB" => 90.5,
-            // L4 datasheet.
-            "L4-24GB" => 30.3,
-            // A40 datasheet.
-            "A40-48GB" => 37.4,
-            // A30 datasheet.
-            "A30-24GB" => 10.3,
-            // A10 datasheet.
-            "A10-24GB" => 31.2,
-            // GeForce RTX 5090 specifications (shader TFLOPS).
-            "RTX5090-32GB" => 104.8,
-            // Ada Lovelace architecture whitepaper, RTX 4090.
-            "RTX4090-24GB" => 82.6,
-            // Ampere GA102 whitepaper, RTX 3090.
-            "RTX3090-24GB" => 35.6,
-            // V100 datasheet: SXM2 15.7, PCIe 14.
-            "V100-32GB" | "V100-16GB" => 14.0,
-            // T4 datasheet.
-            "T4-16GB" => 8.1,
-            // A model added to the table without a peak: no finding can be made against it, and
-            // the benchmark test that walks the table fails until one is added.
-            _ => return None,
-        };
-        Some(peak)
+        crds::gpu_models::fp32_peak_tflops(self.name)
     }
 }
 

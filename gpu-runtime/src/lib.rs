@@ -13,7 +13,8 @@
 //!   nodes);
 //! - [`client`]: a typed HTTP client of the agent protocol (`/v1/agent/...`, wire types in
 //!   [`crds::agent`]);
-//! - [`agent`]: the loop that ties them together and survives hub restarts and network failures.
+//! - [`agent`]: the loop that ties them together and survives hub restarts and network failures;
+//! - [`cheat`]: simulated cheaters (`--cheat MODE`), for testing the hub's verification.
 //!
 //! NVML inventory and telemetry, cudarc workloads, network probes and signed receipts arrive with
 //! later issues. This crate never depends on the hub (`api`), a database or a chain client, so the
@@ -25,6 +26,7 @@
 pub mod agent;
 mod backoff;
 pub mod benchmark;
+pub mod cheat;
 pub mod client;
 pub mod executor;
 pub mod gpus;

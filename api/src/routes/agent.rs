@@ -458,6 +458,11 @@ async fn status(
     if report.message.as_ref().is_some_and(|m| m.len() > 4096) {
         return Err(ApiError::invalid("message", "must be at most 4096 bytes"));
     }
+    if let Some(result) = &report.result
+        && let Some(signature) = &result.signature
+    {
+        check_result_signature(&state, &node, &id, result, signature).await?;
+    }
     match state.store.report_status(&node, &id, &report).await? {
         AssignmentOutcome::Applied => {
             if report.state.is_final() {
@@ -479,6 +484,39 @@ async fn status(
             "assignment {id} on node {node}"
         ))),
     }
+}
+
+/// Checks a result's signature: the node's key over [`crds::agent::result_message`] of the hub's
+/// network, the assignment and the output digest (which binds the chunk commitments). A signed
+/// result is the worker's own word, kept as evidence should verification find it wrong.
+async fn check_result_signature(
+    state: &AppState,
+    node: &str,
+    assignment: &str,
+    result: &crds::agent::WorkloadResult,
+    signature: &str,
+) -> ApiResult<()> {
+    let refused = |why: &str| ApiError::invalid("result.signature", why.to_string());
+    let digest: [u8; 32] = result
+        .output_digest
+        .as_deref()
+        .and_then(|d| hex::decode(d).ok())
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(|| refused("a signed result needs its outputDigest (32 bytes, hex)"))?;
+    let key = state
+        .store
+        .node_public_key(node)
+        .await?
+        .and_then(|k| hex::decode(k).ok())
+        .and_then(|k| VerifyingKey::from_sec1_bytes(&k).ok())
+        .ok_or_else(|| ApiError::Internal(format!("node {node} has no usable public key")))?;
+    let signature = hex::decode(signature)
+        .ok()
+        .and_then(|s| Signature::from_slice(&s).ok())
+        .ok_or_else(|| refused("must be r ‖ s, 64 bytes as hex"))?;
+    let message = crds::agent::result_message(&state.settings.network, assignment, &digest);
+    key.verify(&message, &signature)
+        .map_err(|_| refused("is not this node's signature of the result"))
 }
 
 /// The answer to a report whose `seq` is not above the highest the hub applied for its assignment.

@@ -7,6 +7,7 @@ mod market;
 mod nodes;
 mod settlement;
 mod system;
+mod verification;
 
 pub use agent::parse_capability;
 
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(market::router())
         .merge(settlement::router())
         .merge(chain::router())
+        .merge(verification::router())
         .merge(agent::router())
         .merge(system::router())
         .fallback(|| async { ApiError::NoRoute })

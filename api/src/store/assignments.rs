@@ -554,10 +554,23 @@ async fn roll_up_job(tx: &mut Transaction<'static, Any>, job_id: &str, now: i64)
         .iter()
         .all(|a| a.state == AssignmentPhase::Succeeded)
     {
-        (
-            JobTransition::Succeed,
-            "all workers exited successfully".to_string(),
-        )
+        match verification_mode(&job.spec) {
+            // The result is checked before the job Succeeds (crate::verifying).
+            Some(mode) => {
+                super::verification::open(tx, &job, mode, now).await?;
+                (
+                    JobTransition::Verify,
+                    format!(
+                        "all workers exited successfully; {mode} verification of attempt {} started",
+                        job.attempt
+                    ),
+                )
+            }
+            None => (
+                JobTransition::Succeed,
+                "all workers exited successfully".to_string(),
+            ),
+        }
     } else if job.phase == JobPhase::Scheduled
         && current.iter().all(|a| {
             matches!(
@@ -575,6 +588,16 @@ async fn roll_up_job(tx: &mut Transaction<'static, Any>, job_id: &str, now: i64)
     };
     transition(tx, &job, step, &message, None, now).await?;
     Ok(())
+}
+
+/// The verification the job asked for, if any (`None` mode counts as none).
+fn verification_mode(spec: &crds::v1alpha1::ComputeJobSpec) -> Option<&'static str> {
+    use crds::v1alpha1::VerificationMode;
+    match spec.verification.as_ref()?.mode {
+        VerificationMode::None => None,
+        VerificationMode::SpotCheck => Some("SpotCheck"),
+        VerificationMode::Redundant => Some("Redundant"),
+    }
 }
 
 /// Why the current attempt failed, if one of its workers failed or was lost.

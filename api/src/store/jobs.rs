@@ -427,7 +427,10 @@ pub(super) async fn fail_attempt(
     failure: &AttemptFailure,
     now: i64,
 ) -> Result<Option<JobPhase>> {
-    if !matches!(job.phase, JobPhase::Scheduled | JobPhase::Running) {
+    if !matches!(
+        job.phase,
+        JobPhase::Scheduled | JobPhase::Running | JobPhase::Verifying
+    ) {
         return Ok(None);
     }
     let max = job.spec.max_attempts();

@@ -106,6 +106,8 @@ pub struct NodeRow {
     pub allocated: Vec<String>,
     /// The latest benchmark score the agent reported, when it reported one.
     pub benchmark: Option<NodeBenchmarkRow>,
+    /// Basis points, 10,000 = spotless; verification lowers it (docs/verification.md).
+    pub reputation_bps: u16,
 }
 
 /// A node's stored benchmark score.
@@ -118,7 +120,7 @@ pub struct NodeBenchmarkRow {
     pub finding: Option<String>,
 }
 
-pub(super) const NODE_COLUMNS: &str = "name, region, operator_address, price_micros, gpus, capabilities, simulated, registered_at, last_heartbeat, benchmark_tflops_milli, benchmark_at, benchmark_finding";
+pub(super) const NODE_COLUMNS: &str = "name, region, operator_address, price_micros, gpus, capabilities, simulated, registered_at, last_heartbeat, benchmark_tflops_milli, benchmark_at, benchmark_finding, reputation_bps";
 
 impl NodeRow {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self> {
@@ -132,6 +134,10 @@ impl NodeRow {
             simulated: row.try_get::<i64, _>("simulated")? != 0,
             registered_at: row.try_get("registered_at")?,
             last_heartbeat: row.try_get("last_heartbeat")?,
+            reputation_bps: u16::try_from(
+                row.try_get::<i64, _>("reputation_bps")?.clamp(0, 10_000),
+            )
+            .unwrap_or(10_000),
             allocated: Vec::new(),
             benchmark: match (
                 row.try_get::<Option<i64>, _>("benchmark_tflops_milli")?,

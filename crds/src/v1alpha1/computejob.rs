@@ -251,6 +251,18 @@ pub struct MatmulBenchmarkWorkload {
             "message": "chunkRows must split n into at most 1024 chunks",
             "fieldPath": ".chunkRows",
             "reason": "FieldValueInvalid"
+        },
+        {
+            "rule": "!has(self.chunks) || self.chunks.all(c, c < (self.n + self.chunkRows - 1) / self.chunkRows)",
+            "message": "chunks must each be below the number of chunks, ceil(n / chunkRows)",
+            "fieldPath": ".chunks",
+            "reason": "FieldValueInvalid"
+        },
+        {
+            "rule": "!has(self.chunks) || self.chunks.isSorted()",
+            "message": "chunks must be sorted in ascending order",
+            "fieldPath": ".chunks",
+            "reason": "FieldValueInvalid"
         }
     ]
 ))]
@@ -265,6 +277,17 @@ pub struct VerifiableMatmulWorkload {
     #[serde(default)]
     #[schemars(range(min = 0, max = 9007199254740991u64))]
     pub seed: u64,
+    /// Compute only these chunks of C (indices from 0, ascending, each once, each below the
+    /// number of chunks) and report their commitments in this order: a spot check of another
+    /// node's result costs only these chunks' rows. Absent: the whole product.
+    // A set: the API server refuses repeats, and so does the hub's validator (`uniqueItems`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 1024),
+        inner(range(max = 1023)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub chunks: Option<Vec<u32>>,
 }
 
 fn default_matmul_size() -> u32 {

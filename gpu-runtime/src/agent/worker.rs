@@ -171,11 +171,31 @@ pub(super) async fn run(shared: Arc<Shared>, assignment: Assignment, stop: Cance
     }
     let (sink, checkpoints) = CheckpointSink::channel();
     let work = state.executors.run(&assignment, &state.gpus, &stop, &sink);
+    let work = crate::cheat::or_honest(shared.cheat, &assignment, &stop, work);
     let work = super::metering::metered(&shared, &assignment, work);
     let ((outcome, receipts), checkpoint) =
         super::checkpoints::alongside(&shared, id, checkpoints, work).await;
-    let outcome = explain_stop(outcome, &shared.stopping);
+    let outcome = sign_result(&shared, id, explain_stop(outcome, &shared.stopping));
     end(&shared, id, outcome, receipts, checkpoint).await;
+}
+
+/// Signs the result's output digest with the node's key for the hub's network and assignment `id`
+/// ([`crds::agent::result_message`]), so the report is the node's evidence of what it claimed.
+fn sign_result(shared: &Shared, id: &str, mut outcome: Outcome) -> Outcome {
+    if let Some(result) = &mut outcome.result
+        && let Some(digest) = &result.output_digest
+    {
+        match <[u8; 32]>::try_from(hex::decode(digest).unwrap_or_default()) {
+            Ok(digest) => {
+                let identity = shared.session.identity();
+                let network = shared.session.network();
+                result.signature = Some(identity.sign_result(network, id, &digest));
+            }
+            // Made by this agent from a SHA-256 digest; never happens.
+            Err(_) => error!(%digest, "an output digest that is not 32 bytes; sent unsigned"),
+        }
+    }
+    outcome
 }
 
 /// Reports how `id` ended: written to the outbox, then delivered until acknowledged, after the

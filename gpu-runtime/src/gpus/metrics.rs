@@ -60,6 +60,13 @@ pub(super) struct Metrics {
     heartbeat_failures: Counter,
     gpus_healthy: Gauge,
     gpus_unhealthy: Gauge,
+    cheater: Family<CheatLabels, Gauge>,
+}
+
+/// The label of `agora_agent_simulated_cheater`: the `--cheat` mode.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheatLabels {
+    mode: String,
 }
 
 impl Metrics {
@@ -133,6 +140,13 @@ impl Metrics {
             "1 when the node's GPUs and their readings are simulated (--simulate-gpus)",
         );
         simulated_gauge.set(i64::from(simulated));
+        let cheater = Family::<CheatLabels, Gauge>::default();
+        registry.register(
+            "agora_agent_simulated_cheater",
+            "1, labelled with the mode, on a simulated node that cheats on purpose (--cheat) to \
+             test verification; no series on honest nodes",
+            cheater.clone(),
+        );
         let heartbeat_failures = Counter::default();
         registry.register(
             "agora_agent_heartbeat_failures",
@@ -173,7 +187,14 @@ impl Metrics {
             heartbeat_failures,
             gpus_healthy,
             gpus_unhealthy,
+            cheater,
         }
+    }
+
+    pub(super) fn mark_cheater(&self, mode: &str) {
+        self.cheater
+            .get_or_create(&CheatLabels { mode: mode.into() })
+            .set(1);
     }
 
     /// Takes in a sample of every GPU and the inventory's health. A reading a GPU did not report

@@ -187,6 +187,12 @@ impl Monitor {
         self.state().samples.clone()
     }
 
+    /// Marks the node in `/metrics` as a simulated cheater in `mode` (`--cheat`, see
+    /// [`crate::cheat`]): `agora_agent_simulated_cheater{mode="…"} 1`.
+    pub fn mark_cheater(&self, mode: &str) {
+        self.metrics.mark_cheater(mode);
+    }
+
     /// The Prometheus text of `/metrics`.
     pub fn metrics_text(&self) -> String {
         self.metrics.encode()
@@ -422,6 +428,23 @@ mod tests {
         let text = monitor.metrics_text();
         assert!(text.contains("agora_agent_reports_queued 1"), "{text}");
         assert!(text.contains("agora_agent_assignments_running 0"), "{text}");
+    }
+
+    /// A cheater is marked in `/metrics`; an honest node has no such series.
+    #[test]
+    fn a_cheater_says_so_in_its_metrics() {
+        let monitor = monitor();
+        assert!(
+            !monitor
+                .metrics_text()
+                .contains("agora_agent_simulated_cheater{")
+        );
+        monitor.mark_cheater("partial:0.1");
+        let text = monitor.metrics_text();
+        assert!(
+            text.contains("agora_agent_simulated_cheater{mode=\"partial:0.1\"} 1"),
+            "{text}"
+        );
     }
 
     /// Simulated GPUs whose first GPU starts counting uncorrectable ECC errors on demand: how a

@@ -78,18 +78,19 @@ extern "C" __global__ void sgemm(const float* A, const float* B, float* C, int n
     }
 }
 
-// C = A·B mod 2^31 - 1, n×n row-major, entries below the modulus. 16×16 threads per block, one
-// output each. The accumulator is folded after every product (2^31 ≡ 1), staying below 2^33, as on
-// the CPU; the final reduction is the CPU's too.
+// C = A·B mod 2^31 - 1 for A of `rows` rows and B n×n, row-major (C: rows×n), entries below the
+// modulus; `rows` is n for the whole product, fewer for a partial recompute's chosen rows. 16×16
+// threads per block, one output each. The accumulator is folded after every product (2^31 ≡ 1),
+// staying below 2^33, as on the CPU; the final reduction is the CPU's too.
 extern "C" __global__ void matmul_mod_p(const unsigned int* A, const unsigned int* B,
-                                        unsigned int* C, int n) {
+                                        unsigned int* C, int n, int rows) {
     __shared__ unsigned int As[16][16];
     __shared__ unsigned int Bs[16][16];
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int r = blockIdx.y * 16 + ty, c = blockIdx.x * 16 + tx;
     unsigned long long acc = 0;
     for (int k0 = 0; k0 < n; k0 += 16) {
-        As[ty][tx] = (r < n && k0 + tx < n) ? A[(size_t)r * n + k0 + tx] : 0u;
+        As[ty][tx] = (r < rows && k0 + tx < n) ? A[(size_t)r * n + k0 + tx] : 0u;
         Bs[ty][tx] = (k0 + ty < n && c < n) ? B[(size_t)(k0 + ty) * n + c] : 0u;
         __syncthreads();
         #pragma unroll
@@ -99,7 +100,7 @@ extern "C" __global__ void matmul_mod_p(const unsigned int* A, const unsigned in
         }
         __syncthreads();
     }
-    if (r < n && c < n) {
+    if (r < rows && c < n) {
         unsigned long long x = (acc & MODULUS) + (acc >> 31);
         x = (x & MODULUS) + (x >> 31);
         unsigned int v = (unsigned int)x;
@@ -302,12 +303,30 @@ pub fn verifiable_product(
     params: &verifiable_matmul::Params,
     cancel: &AtomicBool,
 ) -> Result<Vec<u32>, WorkloadError> {
-    let device = Device::open(ordinal)?;
+    verifiable_rows(ordinal, params, &verifiable_matmul::input_a(params), cancel)
+}
+
+/// `a_rows` (whole rows of A, row-major: all of A, or a partial recompute's chunks' rows) times B
+/// mod p on device `ordinal`: the matching rows of C, row-major.
+pub fn verifiable_rows(
+    ordinal: usize,
+    params: &verifiable_matmul::Params,
+    a_rows: &[u32],
+    cancel: &AtomicBool,
+) -> Result<Vec<u32>, WorkloadError> {
     let n = params.n();
+    let rows = a_rows.len() / n;
+    if rows == 0 || rows * n != a_rows.len() {
+        return Err(WorkloadError::Invalid(format!(
+            "{} elements are not whole rows of length {n}",
+            a_rows.len()
+        )));
+    }
+    let device = Device::open(ordinal)?;
     check_cancel(cancel)?;
     let a = device
         .stream
-        .clone_htod(&verifiable_matmul::input_a(params))
+        .clone_htod(a_rows)
         .map_err(cuda_err("copying A"))?;
     let b = device
         .stream
@@ -315,18 +334,24 @@ pub fn verifiable_product(
         .map_err(cuda_err("copying B"))?;
     let mut c = device
         .stream
-        .alloc_zeros::<u32>(n * n)
+        .alloc_zeros::<u32>(rows * n)
         .map_err(cuda_err("allocating C"))?;
-    let n_arg = n as i32;
+    let (n_arg, rows_arg) = (n as i32, rows as i32);
     let cfg = LaunchConfig {
-        grid_dim: (grid(n, 16), grid(n, 16), 1),
+        grid_dim: (grid(n, 16), grid(rows, 16), 1),
         block_dim: (16, 16, 1),
         shared_mem_bytes: 0,
     };
     let mut launch = device.stream.launch_builder(&device.matmul_mod_p);
-    launch.arg(&a).arg(&b).arg(&mut c).arg(&n_arg);
-    // SAFETY: the kernel's signature is (const unsigned*, const unsigned*, unsigned*, int),
-    // matching the arguments; every buffer holds n×n elements and the kernel guards all indices.
+    launch
+        .arg(&a)
+        .arg(&b)
+        .arg(&mut c)
+        .arg(&n_arg)
+        .arg(&rows_arg);
+    // SAFETY: the kernel's signature is (const unsigned*, const unsigned*, unsigned*, int, int),
+    // matching the arguments; A and C hold rows×n elements, B n×n, and the kernel guards every
+    // index by rows and n.
     unsafe { launch.launch(cfg) }.map_err(cuda_err("launching matmul_mod_p"))?;
     let c = device
         .stream

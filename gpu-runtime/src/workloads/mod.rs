@@ -74,6 +74,21 @@ pub fn handles(workload: &BuiltinWorkload) -> bool {
 /// row block (CPU) or one kernel (GPU), so the device is free again when the hub hears the worker
 /// ended.
 pub async fn run_assignment(assignment: &Assignment, cancel: &CancellationToken) -> Outcome {
+    run_blocking(assignment, cancel, run).await
+}
+
+/// [`run_assignment`] with `work` in place of [`run`] (a simulated cheater's, [`crate::cheat`]):
+/// the same thread, limits and cancellation.
+pub(crate) async fn run_blocking<F>(
+    assignment: &Assignment,
+    cancel: &CancellationToken,
+    work: F,
+) -> Outcome
+where
+    F: FnOnce(&BuiltinWorkload, &[String], &AtomicBool) -> Result<WorkloadResult, WorkloadError>
+        + Send
+        + 'static,
+{
     let Some(builtin) = assignment.workload.builtin.clone() else {
         return Outcome::failed("not a builtin workload");
     };
@@ -81,7 +96,7 @@ pub async fn run_assignment(assignment: &Assignment, cancel: &CancellationToken)
     let stop = Arc::new(AtomicBool::new(false));
     let mut task = tokio::task::spawn_blocking({
         let stop = Arc::clone(&stop);
-        move || run(&builtin, &gpus, &stop)
+        move || work(&builtin, &gpus, &stop)
     });
     let limit = assignment.max_runtime_seconds.map(Duration::from_secs);
     let deadline = async {
@@ -136,24 +151,42 @@ pub fn run(
             tflops: Some(tflops),
             output_digest: None,
             chunk_commitments: Vec::new(),
+            signature: None,
         });
     }
     if let Some(v) = &workload.verifiable_matmul {
         let params = verifiable_matmul::Params::new(v.n, v.chunk_rows, v.seed)
             .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
-        let output = if use_cuda {
-            cuda_verifiable(&params, gpus, cancel)?
-        } else {
-            verifiable_matmul::compute_cpu(&params, cancel)?
+        if let Some(chunks) = &v.chunks {
+            verifiable_matmul::check_chunks(&params, chunks)
+                .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+        }
+        let output = match (&v.chunks, use_cuda) {
+            (None, true) => cuda_verifiable(&params, None, gpus, cancel)?,
+            (None, false) => verifiable_matmul::compute_cpu(&params, cancel)?,
+            (Some(chunks), true) => cuda_verifiable(&params, Some(chunks), gpus, cancel)?,
+            (Some(chunks), false) => {
+                verifiable_matmul::compute_chunks_cpu(&params, chunks, cancel)?
+            }
         };
-        return Ok(WorkloadResult {
-            backend: backend(use_cuda),
-            tflops: None,
-            output_digest: Some(hex::encode(output.digest)),
-            chunk_commitments: output.commitments.iter().map(hex::encode).collect(),
-        });
+        return Ok(verifiable_result(backend(use_cuda), &output));
     }
     Err(WorkloadError::NotMatmul)
+}
+
+/// The result of a `verifiableMatmul`: its digest and commitments, hex. The agent signs it before
+/// reporting it (`signature`, see [`crate::agent`]).
+pub(crate) fn verifiable_result(
+    backend: ResultBackend,
+    output: &verifiable_matmul::Output,
+) -> WorkloadResult {
+    WorkloadResult {
+        backend,
+        tflops: None,
+        output_digest: Some(hex::encode(output.digest)),
+        chunk_commitments: output.commitments.iter().map(hex::encode).collect(),
+        signature: None,
+    }
 }
 
 fn backend(cuda: bool) -> ResultBackend {
@@ -190,21 +223,35 @@ fn cuda_benchmark(_: u32, _: u32, _: &[String], _: &AtomicBool) -> Result<f64, W
     Err(WorkloadError::Cuda(NO_CUDA.into()))
 }
 
-/// The product on the worker's first GPU: one output, whatever the number of GPUs.
+/// The product (or, with `chunks`, just those chunks' rows of it) on the worker's first GPU: one
+/// output, whatever the number of GPUs.
 #[cfg(feature = "cuda")]
 fn cuda_verifiable(
     params: &verifiable_matmul::Params,
+    chunks: Option<&[u32]>,
     gpus: &[String],
     cancel: &AtomicBool,
 ) -> Result<verifiable_matmul::Output, WorkloadError> {
     let ordinal = cuda::ordinals(gpus)?[0];
-    let c = cuda::verifiable_product(ordinal, params, cancel)?;
-    Ok(verifiable_matmul::Output::from_product(params, &c))
+    match chunks {
+        None => {
+            let c = cuda::verifiable_product(ordinal, params, cancel)?;
+            Ok(verifiable_matmul::Output::from_product(params, &c))
+        }
+        Some(chunks) => {
+            let a = verifiable_matmul::input_a_chunks(params, chunks);
+            let c = cuda::verifiable_rows(ordinal, params, &a, cancel)?;
+            Ok(verifiable_matmul::Output::from_chunk_rows(
+                params, chunks, &c,
+            ))
+        }
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_verifiable(
     _: &verifiable_matmul::Params,
+    _: Option<&[u32]>,
     _: &[String],
     _: &AtomicBool,
 ) -> Result<verifiable_matmul::Output, WorkloadError> {
@@ -255,6 +302,7 @@ mod tests {
                 n,
                 chunk_rows,
                 seed,
+                chunks: None,
             }),
             ..Default::default()
         })
@@ -371,6 +419,7 @@ mod tests {
                 n: 32,
                 chunk_rows: 8,
                 seed: 7,
+                chunks: None,
             }),
             ..Default::default()
         };
@@ -381,6 +430,44 @@ mod tests {
         assert_eq!(
             result.chunk_commitments[2],
             hex::encode(verifiable_matmul::recompute_chunk(&params, 2))
+        );
+    }
+
+    /// `chunks` computes only those chunks (on the CPU reference for simulated GPUs) and reports
+    /// exactly their commitments, in order, equal to the full product's; bad ones fail the
+    /// worker naming the field.
+    #[test]
+    fn a_partial_recompute_reports_the_chunks_asked_for() {
+        let work = |chunks: Vec<u32>| BuiltinWorkload {
+            verifiable_matmul: Some(VerifiableMatmulWorkload {
+                n: 32,
+                chunk_rows: 8,
+                seed: 7,
+                chunks: Some(chunks),
+            }),
+            ..Default::default()
+        };
+        let gpus = ["GPU-SIM-0".to_string()];
+        let result = run(&work(vec![1, 3]), &gpus, &AtomicBool::new(false)).unwrap();
+        let params = verifiable_matmul::Params::new(32, 8, 7).unwrap();
+        let want = [
+            verifiable_matmul::recompute_chunk(&params, 1),
+            verifiable_matmul::recompute_chunk(&params, 3),
+        ];
+        assert_eq!(result.backend, ResultBackend::CpuReference);
+        assert_eq!(
+            result.chunk_commitments,
+            want.iter().map(hex::encode).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            result.output_digest,
+            Some(hex::encode(verifiable_matmul::digest(&params, &want)))
+        );
+        let err = run(&work(vec![4]), &gpus, &AtomicBool::new(false)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid workload parameters: chunks[0] is 4, but n = 32 and chunkRows = 8 make \
+             chunks 0 to 3"
         );
     }
 
