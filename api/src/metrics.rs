@@ -34,6 +34,8 @@ pub struct Metrics {
     pub http_duration: Family<Labels, Histogram>,
     pub jobs_submitted: Counter,
     pub placements: Counter,
+    /// Verifications decided, by mode and outcome (`passed`, `failed`, `unverifiable`).
+    pub verifications: Family<Labels, Counter>,
     pub unschedulable: Family<Labels, Counter>,
     pub scheduling_cycle: Histogram,
     /// 1 while this replica holds the leader lease (see `leader`), by holder.
@@ -96,6 +98,12 @@ impl Metrics {
             "placements",
             "Job attempts placed on nodes",
             placements.clone(),
+        );
+        let verifications = Family::<Labels, Counter>::default();
+        registry.register(
+            "verifications",
+            "Verifications of job attempts decided, by mode and outcome",
+            verifications.clone(),
         );
         let unschedulable = Family::<Labels, Counter>::default();
         registry.register(
@@ -190,6 +198,7 @@ impl Metrics {
             http_duration,
             jobs_submitted,
             placements,
+            verifications,
             unschedulable,
             scheduling_cycle,
             leader,

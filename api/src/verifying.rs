@@ -110,7 +110,7 @@ async fn sample(state: &AppState, row: &VerificationRow) -> Result<bool, StoreEr
     if attempt.job.phase != JobPhase::Verifying {
         // Cancelled meanwhile: nothing to decide for the job, but the row is closed.
         return undecidable(
-            store,
+            state,
             row,
             VerificationState::Sampling,
             "the job left Verifying before it was checked",
@@ -129,7 +129,7 @@ async fn sample(state: &AppState, row: &VerificationRow) -> Result<bool, StoreEr
         None => {
             let (total, why_not) = checkable(&row.mode, &attempt);
             if let Some(reason) = why_not {
-                return undecidable(store, row, VerificationState::Sampling, &reason).await;
+                return undecidable(state, row, VerificationState::Sampling, &reason).await;
             }
             let mut seed = [0u8; 32];
             rand::rng().fill_bytes(&mut seed);
@@ -372,7 +372,7 @@ async fn compare(state: &AppState, row: &VerificationRow) -> Result<bool, StoreE
     let verifier = match recomputed(store, verifier_job).await? {
         Ok(Some(verifier)) => verifier,
         Ok(None) => return Ok(false),
-        Err(why) => return undecidable(store, row, VerificationState::Recomputing, &why).await,
+        Err(why) => return undecidable(state, row, VerificationState::Recomputing, &why).await,
     };
     let Some(attempt) = attempt(store, row).await? else {
         return Ok(false);
@@ -394,16 +394,16 @@ async fn compare(state: &AppState, row: &VerificationRow) -> Result<bool, StoreE
         );
         let verdict =
             json!({"outcome": "passed", "verifier": {"job": verifier.job, "node": verifier.node}});
-        return store
-            .decide_verification(
-                row,
-                VerificationState::Recomputing,
-                VerificationState::Passed,
-                &verdict,
-                &message,
-                &[],
-            )
-            .await;
+        return decide(
+            state,
+            row,
+            VerificationState::Recomputing,
+            VerificationState::Passed,
+            &verdict,
+            &message,
+            &[],
+        )
+        .await;
     }
     // A disagreement: a third operator's node decides.
     let mut excluded = BTreeSet::new();
@@ -463,7 +463,7 @@ async fn break_tie(state: &AppState, row: &VerificationRow) -> Result<bool, Stor
         Ok(Some(tie)) => tie,
         Ok(None) => return Ok(false),
         // Without a decision nobody is found wrong: the worker keeps the benefit of the doubt.
-        Err(why) => return undecidable(store, row, VerificationState::TieBreaking, &why).await,
+        Err(why) => return undecidable(state, row, VerificationState::TieBreaking, &why).await,
     };
     let verifier = match recomputed(store, verifier_job).await? {
         Ok(Some(verifier)) => verifier,
@@ -546,16 +546,16 @@ async fn break_tie(state: &AppState, row: &VerificationRow) -> Result<bool, Stor
         );
         verdict["outcome"] = json!("passed");
         verdict["disputed"] = json!(true);
-        return store
-            .decide_verification(
-                row,
-                VerificationState::TieBreaking,
-                VerificationState::Passed,
-                &verdict,
-                &message,
-                &[],
-            )
-            .await;
+        return decide(
+            state,
+            row,
+            VerificationState::TieBreaking,
+            VerificationState::Passed,
+            &verdict,
+            &message,
+            &[],
+        )
+        .await;
     }
     let message = format!(
         "verification failed ({}): {} recomputed by {} on {} and the tie-breaker {} on {} contradict worker(s) on {}",
@@ -569,16 +569,16 @@ async fn break_tie(state: &AppState, row: &VerificationRow) -> Result<bool, Stor
     );
     verdict["outcome"] = json!("failed");
     verdict["evidence"] = json!(evidence);
-    store
-        .decide_verification(
-            row,
-            VerificationState::TieBreaking,
-            VerificationState::Failed,
-            &verdict,
-            &message,
-            &failed_nodes,
-        )
-        .await
+    decide(
+        state,
+        row,
+        VerificationState::TieBreaking,
+        VerificationState::Failed,
+        &verdict,
+        &message,
+        &failed_nodes,
+    )
+    .await
 }
 
 /// A commitment or digest as the verdict rules take it; `None` when missing or unreadable.
@@ -702,26 +702,54 @@ fn evidence_of(
     }
 }
 
+/// Decides `row` (see `Store::decide_verification`) and counts the outcome in
+/// `agora_verifications_total{mode, outcome}`.
+async fn decide(
+    state: &AppState,
+    row: &VerificationRow,
+    from: VerificationState,
+    outcome: VerificationState,
+    verdict: &Value,
+    message: &str,
+    failed_nodes: &[String],
+) -> Result<bool, StoreError> {
+    let decided = state
+        .store
+        .decide_verification(row, from, outcome, verdict, message, failed_nodes)
+        .await?;
+    if decided {
+        state
+            .metrics
+            .verifications
+            .get_or_create(&vec![
+                ("mode", row.mode.clone()),
+                ("outcome", outcome.as_str().to_string()),
+            ])
+            .inc();
+    }
+    Ok(decided)
+}
+
 /// Closes a verification that cannot decide: the job Succeeds (nobody was shown wrong), and the
 /// message says why it is unverified.
 async fn undecidable(
-    store: &Store,
+    state: &AppState,
     row: &VerificationRow,
     from: VerificationState,
     why: &str,
 ) -> Result<bool, StoreError> {
     let message = format!("not verified ({}): {why}", row.mode);
     let verdict = json!({"outcome": "unverifiable", "reason": why});
-    store
-        .decide_verification(
-            row,
-            from,
-            VerificationState::Unverifiable,
-            &verdict,
-            &message,
-            &[],
-        )
-        .await
+    decide(
+        state,
+        row,
+        from,
+        VerificationState::Unverifiable,
+        &verdict,
+        &message,
+        &[],
+    )
+    .await
 }
 
 #[cfg(test)]

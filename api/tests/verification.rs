@@ -177,6 +177,12 @@ backend_tests! {
         let slash = &slashes.body["items"][0];
         assert_eq!(slash["reason"], "cheating", "{}", slashes.body);
         assert!(slash["evidence"].as_str().unwrap().contains("gn-a"), "{slash:#}");
+        let metrics = send(&app, "GET", "/metrics", None, None, "").await;
+        assert!(
+            metrics.text.contains(r#"agora_verifications_total{mode="SpotCheck",outcome="failed"} 1"#),
+            "{}",
+            metrics.text
+        );
     }
 
     async fn an_honest_worker_passes_even_against_a_faulty_verifier(store: Store) {

@@ -205,7 +205,7 @@ pub fn kube_event(event: &JobEvent) -> Event {
     let warning = event.to == JobPhase::Failed
         || matches!(
             event.reason.as_str(),
-            "WorkerFailed" | "NodeLost" | "DeadlineExceeded" | "Retrying"
+            "WorkerFailed" | "NodeLost" | "DeadlineExceeded" | "VerificationFailed" | "Retrying"
         );
     let mut note = event.message.clone().unwrap_or_default();
     let mut context = vec![format!("attempt {}", event.attempt)];
@@ -401,6 +401,7 @@ mod tests {
             "WorkerFailed",
             "NodeLost",
             "DeadlineExceeded",
+            "VerificationFailed",
             "Retrying",
         ];
         for to in JobPhase::ALL {
@@ -417,8 +418,14 @@ mod tests {
                 };
                 let kube = kube_event(&event);
                 let warning = to == JobPhase::Failed
-                    || ["WorkerFailed", "NodeLost", "DeadlineExceeded", "Retrying"]
-                        .contains(&reason);
+                    || [
+                        "WorkerFailed",
+                        "NodeLost",
+                        "DeadlineExceeded",
+                        "VerificationFailed",
+                        "Retrying",
+                    ]
+                    .contains(&reason);
                 assert_eq!(
                     kube.type_,
                     if warning {
