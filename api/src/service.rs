@@ -148,6 +148,16 @@ pub async fn job_view(state: &AppState, row: &JobRow) -> ApiResult<Job> {
         }
     }
     let mut job = views::job(row, &assignments, &regions);
+    // How the latest attempt was checked, for jobs that ask (docs/verification.md).
+    if row
+        .spec
+        .verification
+        .as_ref()
+        .is_some_and(|v| v.mode != crds::v1alpha1::VerificationMode::None)
+        && let Some(latest) = state.store.job_verifications(&row.id).await?.pop()
+    {
+        job.status.conditions.push(views::verified(&latest));
+    }
     job.receipts = state
         .store
         .job_receipts(&row.id)

@@ -67,6 +67,10 @@ pub async fn run(state: AppState, leadership: Leadership) {
 pub async fn verify_once(state: &AppState) -> Result<usize, StoreError> {
     let mut moved = 0;
     for row in state.store.open_verifications(100).await? {
+        if row.state != VerificationState::Sampling && abandoned(state, &row).await? {
+            moved += 1;
+            continue;
+        }
         let step = match row.state {
             VerificationState::Sampling => sample(state, &row).await?,
             VerificationState::Recomputing => compare(state, &row).await?,
@@ -76,6 +80,30 @@ pub async fn verify_once(state: &AppState) -> Result<usize, StoreError> {
         moved += usize::from(step);
     }
     Ok(moved)
+}
+
+/// Closes a verification whose job was cancelled meanwhile, and cancels its verifier and
+/// tie-breaker jobs: nobody needs their answer any more. True if it closed it.
+async fn abandoned(state: &AppState, row: &VerificationRow) -> Result<bool, StoreError> {
+    let Some(job) = state.store.get_job(None, &row.job_id).await? else {
+        return Ok(false);
+    };
+    if job.phase != JobPhase::Cancelled {
+        return Ok(false);
+    }
+    for helper in [&row.verifier_job, &row.tie_breaker_job]
+        .into_iter()
+        .flatten()
+    {
+        state.store.cancel_job(&job.tenant_id, helper).await?;
+    }
+    undecidable(
+        state,
+        row,
+        row.state,
+        "the job was cancelled while it was checked",
+    )
+    .await
 }
 
 /// What the checked attempt produced.

@@ -35,6 +35,34 @@ fn condition(kind: &str, status: bool, reason: &str, message: String, at: i64) -
     }
 }
 
+/// The `Verified` condition of a job from its latest verification: `Unknown` while it is being
+/// checked, `True` when the result stood, `False` when it was found wrong or could not be checked.
+pub fn verified(row: &crate::store::verification::VerificationRow) -> Condition {
+    use crate::store::verification::VerificationState as State;
+    let (status, reason) = match row.state {
+        State::Sampling | State::Recomputing | State::TieBreaking => ("Unknown", "Verifying"),
+        State::Passed => ("True", "Passed"),
+        State::Failed => ("False", "VerificationFailed"),
+        State::Unverifiable => ("False", "Unverifiable"),
+    };
+    let message = row.message.clone().unwrap_or_else(|| {
+        format!(
+            "{} of attempt {}: {}",
+            row.mode,
+            row.attempt,
+            row.state.as_str().replace('_', " ")
+        )
+    });
+    Condition {
+        type_: "Verified".to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        last_transition_time: time(row.decided_at.unwrap_or(row.created_at)),
+        observed_generation: None,
+    }
+}
+
 /// A job as the API shows it. `assignments` are those of the current attempt; `regions` maps node
 /// names to regions.
 pub fn job(row: &JobRow, assignments: &[AssignmentRow], regions: &HashMap<String, String>) -> Job {

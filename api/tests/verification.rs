@@ -120,6 +120,18 @@ async fn check_job(
     (id, chunks)
 }
 
+/// The job's `Verified` condition as (status, reason).
+fn verified(job: &Value) -> (String, String) {
+    let condition = job["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Verified"))
+        .unwrap_or_else(|| panic!("no Verified condition: {job:#}"));
+    (
+        condition["status"].as_str().unwrap().to_string(),
+        condition["reason"].as_str().unwrap().to_string(),
+    )
+}
+
 fn all_chunks() -> Vec<u32> {
     (0..CHUNKS).collect()
 }
@@ -133,7 +145,9 @@ backend_tests! {
         let job = submit(&app, &key, &spot_check_spec()).await;
         assert_eq!(api::scheduling::schedule_once(&state).await.unwrap(), 1);
         finish(&app, &cheater, &job, &forged, &all_chunks()).await;
-        assert_eq!(get_job(&app, &key, &job).await["status"]["phase"], "Verifying");
+        let verifying = get_job(&app, &key, &job).await;
+        assert_eq!(verifying["status"]["phase"], "Verifying");
+        assert_eq!(verified(&verifying), ("Unknown".into(), "Verifying".into()));
 
         // The sample is drawn only now; the verifier runs at another operator (gn-b, not the
         // cheaper gn-a) and recomputes just the sample.
@@ -167,6 +181,7 @@ backend_tests! {
         // The job is retried, never on the cheater again.
         let retried = get_job(&app, &key, &job).await;
         assert_eq!(retried["status"]["phase"], "Pending", "{retried:#}");
+        assert_eq!(verified(&retried), ("False".into(), "VerificationFailed".into()));
         assert!(retried["status"]["message"].as_str().unwrap().contains("verification failed"), "{retried:#}");
         api::scheduling::schedule_once(&state).await.unwrap();
         let placed = get_job(&app, &key, &job).await;
@@ -201,6 +216,7 @@ backend_tests! {
 
         let done = get_job(&app, &key, &job).await;
         assert_eq!(done["status"]["phase"], "Succeeded", "{done:#}");
+        assert_eq!(verified(&done), ("True".into(), "Passed".into()));
         let verification = verification_of(&app, &key, &job).await;
         assert_eq!(verification["state"], "passed");
         assert_eq!(verification["verdict"]["verifier"]["wrong"], true);
@@ -303,6 +319,27 @@ backend_tests! {
         let done = get_job(&app, &key, &job).await;
         assert_eq!(done["status"]["phase"], "Succeeded", "{done:#}");
         assert!(done["status"]["message"].as_str().unwrap().starts_with("not verified (Redundant)"), "{done:#}");
+        assert_eq!(verified(&done), ("False".into(), "Unverifiable".into()));
         assert_eq!(verification_of(&app, &key, &job).await["state"], "unverifiable");
+    }
+
+    async fn cancelling_a_job_under_check_cancels_its_verifier(store: Store) {
+        let (app, state, key) = app(&store, "team-a").await;
+        let worker = node(&app, "gn-a", "agora1qqqqqqqqqa", "1.00").await;
+        node(&app, "gn-b", "agora1qqqqqqqqqz", "2.00").await;
+        let job = submit(&app, &key, &spot_check_spec()).await;
+        api::scheduling::schedule_once(&state).await.unwrap();
+        finish(&app, &worker, &job, &honest, &all_chunks()).await;
+        let (verifier_job, _) = check_job(&app, &state, &key, &job, "verifierJob").await;
+        assert_eq!(get_job(&app, &key, &verifier_job).await["status"]["phase"], "Scheduled");
+
+        let cancelled = send(&app, "DELETE", &format!("/v1/jobs/{job}"), Some(&key), None, "").await;
+        assert!(cancelled.status < 300, "{}", cancelled.body);
+        api::verifying::verify_once(&state).await.unwrap();
+        let verifier = get_job(&app, &key, &verifier_job).await;
+        assert_eq!(verifier["status"]["phase"], "Cancelled", "nobody needs its answer: {verifier:#}");
+        let verification = verification_of(&app, &key, &job).await;
+        assert_eq!(verification["state"], "unverifiable", "{verification:#}");
+        assert_eq!(get_job(&app, &key, &job).await["status"]["phase"], "Cancelled");
     }
 }
