@@ -12,7 +12,6 @@ use crate::{
     error::{ApiError, ApiResult},
     extract::{Path, Tenant},
     settling::ChainLink,
-    slashing::is_operator_address,
     state::AppState,
 };
 
@@ -62,13 +61,7 @@ async fn operator(
     _tenant: Tenant,
     Path(address): Path<String>,
 ) -> ApiResult<axum::Json<OperatorAccount>> {
-    if !is_operator_address(&address) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_path",
-            message: format!("address {address:?} is not a chain account address (bech32)"),
-            field: Some("address".into()),
-        });
-    }
+    super::settlement::operator_address("address", &address)?;
     let link = link(&state)?;
     let params = link
         .chain

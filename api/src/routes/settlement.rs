@@ -42,7 +42,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A chain address from a path or query, or a 400 naming `field`.
-fn operator_address(field: &str, address: &str) -> ApiResult<()> {
+pub(super) fn operator_address(field: &str, address: &str) -> ApiResult<()> {
     if is_operator_address(address) {
         Ok(())
     } else {
