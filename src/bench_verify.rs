@@ -28,7 +28,9 @@
 //! (k/N), `overhead_target`, `overhead_recompute_chunk` (the same chunks one `recompute_chunk`
 //! call each, which regenerates B every time)), `faulty_verifier` (honest workers checked by a
 //! faulty verifier: `disputes`, `verifier_faulty`, `unresolved`, `honest_slashed`),
-//! `honest_slashed` (over the whole run), `freivalds` (per n: `product_s`, `freivalds_s`, `ratio`),
+//! `honest_slashed` (over the whole run), `freivalds` (per n: `product_s`, `freivalds_s`, `ratio`, and
+//! `opening`: `chunks`, `bytes`, `check_s`, `recompute_s`, `ratio` for a worker's opening of a 5%
+//! sample checked by the hub against a verifier node recomputing it),
 //! and `targets_met`.
 
 use std::{sync::atomic::AtomicBool, time::Instant};
@@ -433,6 +435,7 @@ fn freivalds_phase(n: u32, rounds: u32, seed: u64) -> anyhow::Result<Value> {
     let inputs = (matmul::input_a(&params), matmul::input_b(&params));
     let inputs_s = started.elapsed().as_secs_f64();
     drop(inputs);
+    let opening = opening_phase(&params, &c, seed)?;
     let at = c.len() / 2 + 1;
     c[at] = (c[at] + 1) % matmul::MODULUS;
     let refused = !matmul::freivalds(&params, &c, rounds, seed ^ 0xF4E1);
@@ -453,6 +456,45 @@ fn freivalds_phase(n: u32, rounds: u32, seed: u64) -> anyhow::Result<Value> {
         // job's owner, who made them) does not pay it.
         "within_target": (freivalds_s - inputs_s).max(0.0) / product_s < FREIVALDS_TARGET,
         "corrupted_refused": refused,
+        "opening": opening,
+    }))
+}
+
+/// The hub's check of a worker's opening of a 5% sample (`verification::matmul::check_opening`)
+/// beside what the verifier-node path costs for the same sample: recomputing its rows.
+fn opening_phase(params: &Params, c: &[u32], seed: u64) -> anyhow::Result<Value> {
+    const RATE: f64 = 0.05;
+    let sample: Vec<u32> = verification::sample::sample(&[7; 32], params.chunks(), RATE)?
+        .into_iter()
+        .map(|k| k as u32)
+        .collect();
+    let n = params.n();
+    let rows: Vec<u32> = sample
+        .iter()
+        .flat_map(|&k| {
+            let r = params.chunk_rows(k as usize);
+            c[r.start * n..r.end * n].to_vec()
+        })
+        .collect();
+    let claimed = matmul::Output::from_chunk_rows(params, &sample, &rows).commitments;
+    let started = Instant::now();
+    let found = matmul::check_opening(params, &sample, &claimed, &rows, seed ^ 0x0FE1);
+    let opening_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        found == matmul::Opening::Valid,
+        "an honest opening was refused: {found:?}"
+    );
+    let started = Instant::now();
+    let recomputed = matmul::compute_chunks_cpu(params, &sample, &AtomicBool::new(false))?;
+    let recompute_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(recomputed.commitments == claimed, "the recompute disagrees");
+    Ok(json!({
+        "sample_rate": RATE,
+        "chunks": sample.len(),
+        "bytes": rows.len() * 4,
+        "check_s": opening_s,
+        "recompute_s": recompute_s,
+        "ratio": opening_s / recompute_s,
     }))
 }
 
@@ -573,6 +615,26 @@ fn print_tables(report: &Value) {
     println!(
         "A, B: regenerating the inputs from the seed, which any checker without them must do; rounds only: the matrix-vector products"
     );
+    println!();
+    println!(
+        "Opening a 5% sample: the hub's check of the worker's rows beside a verifier node recomputing them"
+    );
+    println!(
+        "{:>5} {:>7} {:>10} {:>10} {:>12} {:>8}",
+        "n", "chunks", "bytes", "check s", "recompute s", "ratio"
+    );
+    for row in report["freivalds"].as_array().into_iter().flatten() {
+        let opening = &row["opening"];
+        println!(
+            "{:>5} {:>7} {:>10} {:>10.4} {:>12.4} {:>7.2}%",
+            u(&row["n"]),
+            u(&opening["chunks"]),
+            u(&opening["bytes"]),
+            f(&opening["check_s"]),
+            f(&opening["recompute_s"]),
+            f(&opening["ratio"]) * 100.0,
+        );
+    }
     println!();
     let met = &report["targets_met"];
     println!(
@@ -702,6 +764,14 @@ mod tests {
         let freivalds = &report["freivalds"][0];
         assert_eq!(freivalds["n"], 24);
         assert_eq!(freivalds["corrupted_refused"], true);
+        assert!(
+            freivalds["opening"]["chunks"].as_u64().unwrap() >= 1,
+            "{freivalds:#}"
+        );
+        assert!(
+            freivalds["opening"]["check_s"].as_f64().unwrap() > 0.0,
+            "{freivalds:#}"
+        );
     }
 
     #[test]

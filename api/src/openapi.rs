@@ -656,6 +656,37 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
+        method: "post",
+        path: "/v1/agent/assignments/{id}/opening",
+        id: "openCommitments",
+        summary: "Agent: open the commitments a heartbeat answer asked for (`openings`): the rows of C of the requested chunks in turn, u32 little-endian (application/octet-stream, at most 8 MiB), signed in the `x-agora-signature` header; the hub checks them against the commitments and with Freivalds' algorithm",
+        auth: Auth::NodeToken,
+        query: &[],
+        request: Some(binary_body),
+        responses: &[
+            (
+                200,
+                "The hub's finding, `passed` or `failed` (also for a repeat of an answered opening)",
+                Some(schema::<agent::OpeningAnswer>),
+            ),
+            (
+                404,
+                "No opening is asked of this assignment on this node (never asked, or the check moved on)",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                413,
+                "The body is larger than 8 MiB",
+                Some(schema::<rest::ErrorBody>),
+            ),
+            (
+                422,
+                "The body is not the requested chunks' rows (its size names the expected one), or the signature is missing or not the node's; nothing is recorded",
+                Some(schema::<rest::ErrorBody>),
+            ),
+        ],
+    },
+    Operation {
         method: "get",
         path: "/v1/agent/bandwidth",
         id: "downloadBandwidthProbe",

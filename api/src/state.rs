@@ -53,6 +53,9 @@ pub struct HubSettings {
     /// The network this hub settles on: agents sign their usage receipts for it, and a receipt
     /// for another network is refused, so one network's receipts cannot be paid on another.
     pub network: String,
+    /// How long a SpotCheck's workers have to open their sampled commitments before a verifier
+    /// node recomputes the sample instead (docs/verification.md).
+    pub opening_timeout: Duration,
 }
 
 impl Default for HubSettings {
@@ -71,6 +74,9 @@ impl Default for HubSettings {
             lease_holder: None,
             probe_targets: 4,
             network: crds::agent::DEFAULT_NETWORK.to_string(),
+            // An honest agent recomputes the sample on its CPU and answers within seconds to a
+            // minute; this leaves room for a slow CPU or a missed heartbeat.
+            opening_timeout: Duration::from_secs(120),
         }
     }
 }

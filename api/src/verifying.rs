@@ -29,7 +29,8 @@ use crate::{
     state::AppState,
     store::{
         AssignmentRow, JobRow, NewJob, Store, StoreError, SubmitOutcome,
-        verification::{VerificationRow, VerificationState, VerifierPlan},
+        openings::{NewOpening, OpeningRow, OpeningState},
+        verification::{SampleCheck, VerificationRow, VerificationState, VerifierPlan},
     },
 };
 
@@ -73,6 +74,7 @@ pub async fn verify_once(state: &AppState) -> Result<usize, StoreError> {
         }
         let step = match row.state {
             VerificationState::Sampling => sample(state, &row).await?,
+            VerificationState::Opening => opened(state, &row).await?,
             VerificationState::Recomputing => compare(state, &row).await?,
             VerificationState::TieBreaking => break_tie(state, &row).await?,
             _ => false,
@@ -175,12 +177,29 @@ async fn sample(state: &AppState, row: &VerificationRow) -> Result<bool, StoreEr
             for worker in &attempt.workers {
                 excluded.insert(operator_of(store, &worker.node_name).await?);
             }
+            let seed_hex = hex::encode(seed);
+            let openings = openings(state, &attempt, &chunks);
+            if !openings.is_empty() {
+                // The workers open their own commitments; no second node unless they do not.
+                let recorded = store
+                    .record_sample(
+                        &row.id,
+                        &seed_hex,
+                        &chunks,
+                        SampleCheck::Openings(&openings),
+                    )
+                    .await?;
+                if recorded {
+                    tracing::info!(verification = %row.id, chunks = chunks.len(), of = total, "verification sample drawn; the workers are asked to open it");
+                }
+                return Ok(recorded);
+            }
             let plan = VerifierPlan {
                 job_id: crate::ids::job_id(),
                 excluded_operators: excluded.into_iter().collect(),
             };
             if !store
-                .record_sample(&row.id, &hex::encode(seed), &chunks, &plan)
+                .record_sample(&row.id, &seed_hex, &chunks, SampleCheck::Verifier(&plan))
                 .await?
             {
                 return Ok(false);
@@ -256,6 +275,177 @@ fn checkable(mode: &str, attempt: &Attempt) -> (usize, Option<String>) {
         }
         (0, None)
     }
+}
+
+/// The openings to ask of the attempt's workers for `chunks`: one per worker, when the workload
+/// is a `verifiableMatmul` and the rows fit in one request ([`crds::agent::MAX_OPENING_BYTES`]);
+/// none otherwise (a verifier node recomputes instead).
+///
+/// An honest agent recomputes the sampled rows on its CPU (a fraction sampleRate of the job) and
+/// answers after its next heartbeat; a silent or offline worker only delays the check until
+/// `opening_timeout`.
+fn openings(state: &AppState, attempt: &Attempt, chunks: &[u32]) -> Vec<NewOpening> {
+    let Some(matmul) = attempt
+        .job
+        .spec
+        .workload
+        .builtin
+        .as_ref()
+        .and_then(|b| b.verifiable_matmul.as_ref())
+    else {
+        return Vec::new();
+    };
+    let Ok(params) = verification::matmul::Params::new(matmul.n, matmul.chunk_rows, matmul.seed)
+    else {
+        return Vec::new();
+    };
+    if verification::matmul::check_chunks(&params, chunks).is_err()
+        || verification::matmul::opening_entries(&params, chunks) * 4
+            > crds::agent::MAX_OPENING_BYTES
+    {
+        return Vec::new();
+    }
+    let deadline_at = crate::store::now_ms()
+        + i64::try_from(state.settings.opening_timeout.as_millis()).unwrap_or(i64::MAX / 2);
+    attempt
+        .workers
+        .iter()
+        .map(|worker| NewOpening {
+            node_name: worker.node_name.clone(),
+            request: crds::agent::OpeningRequest {
+                assignment: worker.id.clone(),
+                n: matmul.n,
+                chunk_rows: matmul.chunk_rows,
+                seed: matmul.seed,
+                chunks: chunks.to_vec(),
+            },
+            deadline_at,
+        })
+        .collect()
+}
+
+/// Decides on the workers' openings: any failed opening fails the attempt (no tie-breaker: the
+/// hub's finding is arithmetic, and the opening is signed by the worker); all passed passes it;
+/// past the deadline with openings missing, a verifier node recomputes the sample instead.
+async fn opened(state: &AppState, row: &VerificationRow) -> Result<bool, StoreError> {
+    let store = &state.store;
+    let openings = store.verification_openings(&row.id).await?;
+    let Some(attempt) = attempt(store, row).await? else {
+        return Ok(false);
+    };
+    let failed: Vec<&OpeningRow> = openings
+        .iter()
+        .filter(|o| o.state == OpeningState::Failed)
+        .collect();
+    use verification::reputation::{Outcome, apply};
+    if !failed.is_empty() {
+        let mut evidence = Vec::new();
+        let mut failed_nodes = Vec::new();
+        for opening in failed {
+            store
+                .update_reputation(&opening.node_name, |r| apply(r, Outcome::Failed))
+                .await?;
+            let item: Option<verification::evidence::Evidence> = opening
+                .detail
+                .as_ref()
+                .and_then(|d| serde_json::from_value(d.clone()).ok());
+            if let Some(item) = &item
+                && let Some(operator) = store
+                    .get_node(&opening.node_name)
+                    .await?
+                    .and_then(|n| n.operator_address)
+            {
+                slash_for_cheating(store, &opening.node_name, &operator, item).await;
+            }
+            failed_nodes.push(opening.node_name.clone());
+            evidence.push(opening.detail.clone().unwrap_or(Value::Null));
+        }
+        let message = format!(
+            "verification failed ({}): worker(s) on {} could not open {} to match their commitments",
+            row.mode,
+            failed_nodes.join(", "),
+            what_was_checked(row)
+        );
+        let verdict = json!({"outcome": "failed", "checked_by": "opening", "evidence": evidence});
+        return decide(
+            state,
+            row,
+            VerificationState::Opening,
+            VerificationState::Failed,
+            &verdict,
+            &message,
+            &failed_nodes,
+        )
+        .await;
+    }
+    if !openings.is_empty() && openings.iter().all(|o| o.state == OpeningState::Passed) {
+        for opening in &openings {
+            store
+                .update_reputation(&opening.node_name, |r| apply(r, Outcome::Passed))
+                .await?;
+        }
+        let message = format!(
+            "verified ({}): {} opened by the worker matched its commitments and passed Freivalds' check; no second node needed",
+            row.mode,
+            what_was_checked(row)
+        );
+        let nodes: Vec<&str> = openings.iter().map(|o| o.node_name.as_str()).collect();
+        let verdict = json!({"outcome": "passed", "checked_by": "opening", "nodes": nodes});
+        return decide(
+            state,
+            row,
+            VerificationState::Opening,
+            VerificationState::Passed,
+            &verdict,
+            &message,
+            &[],
+        )
+        .await;
+    }
+    let deadline = openings.iter().map(|o| o.deadline_at).max().unwrap_or(0);
+    if crate::store::now_ms() < deadline {
+        return Ok(false);
+    }
+    // Not opened in time: a verifier node of another operator recomputes the sample.
+    let job_id = match &row.verifier_job {
+        Some(job_id) => job_id.clone(),
+        None => {
+            let mut excluded = BTreeSet::new();
+            for worker in &attempt.workers {
+                excluded.insert(operator_of(store, &worker.node_name).await?);
+            }
+            let plan = VerifierPlan {
+                job_id: crate::ids::job_id(),
+                excluded_operators: excluded.into_iter().collect(),
+            };
+            if !store.record_fallback_verifier(&row.id, &plan).await? {
+                return Ok(false);
+            }
+            let silent: Vec<&str> = openings
+                .iter()
+                .filter(|o| o.state == OpeningState::Requested)
+                .map(|o| o.node_name.as_str())
+                .collect();
+            tracing::info!(verification = %row.id, silent = ?silent, verifier = %plan.job_id, "workers did not open their commitments in time; a verifier node recomputes the sample");
+            plan.job_id
+        }
+    };
+    let spec = verifier_spec(&attempt.job.spec, &row.mode, &row.chunks);
+    submit(
+        store,
+        &attempt.job,
+        &job_id,
+        &format!("{}verifier", row.id),
+        spec,
+    )
+    .await?;
+    store
+        .advance_verification(
+            &row.id,
+            VerificationState::Opening,
+            VerificationState::Recomputing,
+        )
+        .await
 }
 
 fn sample_rate(spec: &ComputeJobSpec) -> f64 {
@@ -534,21 +724,7 @@ async fn break_tie(state: &AppState, row: &VerificationRow) -> Result<bool, Stor
             &parties,
         );
         if let Some(operator) = &operator {
-            match crate::slashing::request_slash(
-                store,
-                operator,
-                "cheating",
-                &item.to_chain_string(),
-            )
-            .await
-            {
-                Ok(slash) => {
-                    tracing::warn!(node = %worker.node_name, %operator, slash = %slash.id, "verification failed: slash queued")
-                }
-                Err(e) => {
-                    tracing::warn!(node = %worker.node_name, %operator, error = %e, "verification failed but the slash could not be queued")
-                }
-            }
+            slash_for_cheating(store, &worker.node_name, operator, &item).await;
         }
         failed_nodes.push(worker.node_name.clone());
         evidence.push(serde_json::to_value(&item).unwrap_or(Value::Null));
@@ -607,6 +783,26 @@ async fn break_tie(state: &AppState, row: &VerificationRow) -> Result<bool, Stor
         &failed_nodes,
     )
     .await
+}
+
+/// Queues a `cheating` slash of `operator` (whose `node` was found wrong) with the evidence; a
+/// slash that cannot be queued is logged, and the verdict stands without it.
+async fn slash_for_cheating(
+    store: &Store,
+    node: &str,
+    operator: &str,
+    evidence: &verification::evidence::Evidence,
+) {
+    match crate::slashing::request_slash(store, operator, "cheating", &evidence.to_chain_string())
+        .await
+    {
+        Ok(slash) => {
+            tracing::warn!(%node, %operator, slash = %slash.id, "verification failed: slash queued")
+        }
+        Err(e) => {
+            tracing::warn!(%node, %operator, error = %e, "verification failed but the slash could not be queued")
+        }
+    }
 }
 
 /// A commitment or digest as the verdict rules take it; `None` when missing or unreadable.
@@ -727,6 +923,8 @@ fn evidence_of(
         tie_breaker_node: Some(parties.tie.node.clone()),
         worker_signature: claimed.signature.clone(),
         verifier_signature: verifier.signature.clone(),
+        row: None,
+        opening_signature: None,
     }
 }
 

@@ -40,7 +40,9 @@ fn condition(kind: &str, status: bool, reason: &str, message: String, at: i64) -
 pub fn verified(row: &crate::store::verification::VerificationRow) -> Condition {
     use crate::store::verification::VerificationState as State;
     let (status, reason) = match row.state {
-        State::Sampling | State::Recomputing | State::TieBreaking => ("Unknown", "Verifying"),
+        State::Sampling | State::Opening | State::Recomputing | State::TieBreaking => {
+            ("Unknown", "Verifying")
+        }
         State::Passed => ("True", "Passed"),
         State::Failed => ("False", "VerificationFailed"),
         State::Unverifiable => ("False", "Unverifiable"),

@@ -3,6 +3,9 @@
 //! disagreement is settled by a tie-breaker on a third operator's node. A cheating worker fails its
 //! attempt (retried elsewhere, never on it again), loses reputation and is slashed with the
 //! evidence; an honest worker contradicted by a faulty verifier is not. SQLite and PostgreSQL.
+//!
+//! The products here are too large for the workers to open their sampled chunks to the hub
+//! (tests/openings.rs covers that path), so a verifier node always recomputes.
 
 mod common;
 
@@ -11,8 +14,9 @@ use common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-/// Chunks of the product: n = 16 rows, one per chunk.
-const CHUNKS: u32 = 16;
+/// Chunks of the product: n = 16,384 rows, 16 per chunk. A quarter of them sampled is 256 chunks
+/// of 1 MiB each, far above what a worker may open in one request (8 MiB).
+const CHUNKS: u32 = 1024;
 
 /// The true commitment of chunk `i` (the hub compares strings; any fixed function serves).
 fn honest(i: u32) -> String {
@@ -26,7 +30,7 @@ fn forged(i: u32) -> String {
 fn spot_check_spec() -> Value {
     json!({
         "kind": "Batch",
-        "workload": {"builtin": {"verifiableMatmul": {"n": CHUNKS, "chunkRows": 1, "seed": 11}}},
+        "workload": {"builtin": {"verifiableMatmul": {"n": CHUNKS * 16, "chunkRows": 16, "seed": 11}}},
         "resources": {"workers": 1, "gpusPerWorker": 1},
         "pricing": {"maxPricePerGpuHour": "5.00"},
         "verification": {"mode": "SpotCheck", "sampleRate": 0.25},
@@ -152,7 +156,7 @@ backend_tests! {
         // The sample is drawn only now; the verifier runs at another operator (gn-b, not the
         // cheaper gn-a) and recomputes just the sample.
         let (verifier_job, chunks) = check_job(&app, &state, &key, &job, "verifierJob").await;
-        assert_eq!(chunks.len(), 4, "a quarter of 16 chunks");
+        assert_eq!(chunks.len(), 256, "a quarter of 1024 chunks");
         let placed = get_job(&app, &key, &verifier_job).await;
         assert_eq!(placed["status"]["placement"]["workers"][0]["node"], "gn-b", "{placed:#}");
         assert_eq!(placed["spec"]["workload"]["builtin"]["verifiableMatmul"]["chunks"], json!(chunks));

@@ -326,6 +326,68 @@ pub struct HeartbeatResponse {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_PROBE_PEERS))]
     pub probe_targets: Vec<ProbeTarget>,
+    /// Commitments the hub asks this node to open: for each, the node sends the rows of the
+    /// listed chunks of its `verifiableMatmul` result to `POST /v1/agent/assignments/{id}/opening`
+    /// (docs/verification.md). Empty almost always; absent from hubs older than openings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_OPENINGS_PER_HEARTBEAT))]
+    pub openings: Vec<OpeningRequest>,
+}
+
+/// The most openings one heartbeat answer asks for; the rest wait for the next heartbeat.
+pub const MAX_OPENINGS_PER_HEARTBEAT: usize = 8;
+
+/// The most bytes one opening's rows may take: 8 MiB (2 Mi entries of C). A sample whose rows
+/// would take more is checked by a second node instead.
+pub const MAX_OPENING_BYTES: usize = 8 << 20;
+
+/// The header that carries an opening's signature ([`opening_message`]).
+pub const OPENING_SIGNATURE_HEADER: &str = "x-agora-signature";
+
+/// A hub's request that a node open the commitments of some chunks of a `verifiableMatmul`
+/// result it reported: the chunks were sampled after the result arrived, so the node could not
+/// know which. Everything needed to recompute the rows is here, since the assignment is over.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpeningRequest {
+    /// The assignment whose result is checked.
+    pub assignment: String,
+    /// The product's `n`.
+    pub n: u32,
+    /// The product's `chunkRows`.
+    pub chunk_rows: u32,
+    /// The product's `seed`.
+    pub seed: u64,
+    /// The chunks to open, ascending.
+    #[schemars(length(min = 1, max = 1024))]
+    pub chunks: Vec<u32>,
+}
+
+/// The first bytes of every signed opening ([`opening_message`]).
+pub const OPENING_DOMAIN: &[u8] = b"agora-opening-v1\0";
+
+/// The exact bytes a node signs for an opening: [`OPENING_DOMAIN`], the network, a zero byte, the
+/// assignment id, a zero byte, and SHA-256 of the opening's body (the rows, u32 little-endian).
+/// Signed, the opening is the node's own statement of what its committed rows are: evidence
+/// against it when they are not its commitments, or not a product.
+pub fn opening_message(network: &str, assignment: &str, rows_digest: &[u8; 32]) -> Vec<u8> {
+    let mut message =
+        Vec::with_capacity(OPENING_DOMAIN.len() + network.len() + assignment.len() + 2 + 32);
+    message.extend_from_slice(OPENING_DOMAIN);
+    message.extend_from_slice(network.as_bytes());
+    message.push(0);
+    message.extend_from_slice(assignment.as_bytes());
+    message.push(0);
+    message.extend_from_slice(rows_digest);
+    message
+}
+
+/// The hub's answer to an opening.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpeningAnswer {
+    /// `passed` or `failed`.
+    pub outcome: String,
 }
 
 /// The most bytes one bandwidth probe (`GET`/`POST /v1/agent/bandwidth`) moves: 16 MiB, enough

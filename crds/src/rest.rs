@@ -360,6 +360,25 @@ pub struct OperatorAccount {
     pub nodes: Vec<String>,
 }
 
+/// One worker's opening of its commitments, in a [`Verification`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationOpening {
+    /// The worker's assignment.
+    pub assignment: String,
+    /// The worker's node.
+    pub node: String,
+    /// `requested`, `passed` or `failed`.
+    pub state: String,
+    /// When a verifier node checks instead if the worker has not answered.
+    pub deadline: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The finding: the Freivalds challenge when it passed, the evidence when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
 /// One verification of a job's attempt (`GET /v1/jobs/{id}/verifications`, docs/verification.md).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -369,7 +388,8 @@ pub struct Verification {
     pub attempt: u32,
     /// `SpotCheck` or `Redundant`.
     pub mode: String,
-    /// `sampling`, `recomputing`, `tie_breaking`, `passed`, `failed` or `unverifiable`.
+    /// `sampling`, `opening`, `recomputing`, `tie_breaking`, `passed`, `failed` or
+    /// `unverifiable`.
     pub state: String,
     /// The sample's seed (hex), drawn after the worker's result arrived: anyone can derive the
     /// sample from it again.
@@ -378,7 +398,13 @@ pub struct Verification {
     /// The chunks recomputed (SpotCheck).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<u32>,
-    /// The job that recomputed them on another operator's node.
+    /// The workers' openings of the sampled chunks (SpotCheck of a `verifiableMatmul` whose
+    /// sampled rows fit in one request): each worker shows the rows, the hub checks them against
+    /// the commitments and with Freivalds' algorithm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub openings: Vec<VerificationOpening>,
+    /// The job that recomputed them on another operator's node: when the sample was too large
+    /// to open, or the workers did not open it in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verifier_job: Option<String>,
     /// The job that decided a disagreement on a third operator's node.

@@ -1,8 +1,10 @@
 //! Verification end to end, through real processes: `agora dev` (three honest simulated agents,
 //! settling on the embedded devnet) and an external agent that cheats on purpose
 //! (`--cheat skip`: random chunk commitments, no work) and asks the lowest price, so it gets the
-//! job first. The SpotCheck catches it: the job is re-run and Succeeds elsewhere, the cheater is
-//! slashed and jailed on the devnet, and the evidence is visible through the API. A second
+//! job first. The SpotCheck catches it: asked to open its sampled chunks, it cannot show rows that
+//! hash to the commitments it made up; the job is re-run and Succeeds elsewhere (where the honest
+//! worker's opening passes Freivalds' check, with no second node), the cheater is slashed and
+//! jailed on the devnet, and the evidence is visible through the API. A second
 //! cheater (`--cheat lie-model:H100-80GB` on simulated L4s) is flagged by the hub from its
 //! benchmark score.
 //!
@@ -94,6 +96,11 @@ fn a_cheater_is_caught_by_spot_check_slashed_and_jailed_and_the_job_succeeds_els
     assert_eq!(first["state"], "failed", "{verifications:#}");
     let evidence = &first["verdict"]["evidence"][0];
     assert_eq!(evidence["node"], "gn-cheat", "{evidence:#}");
+    assert_eq!(evidence["kind"], "opening", "{evidence:#}");
+    assert!(
+        evidence["openingSignature"].is_string(),
+        "the cheater signed what it opened: {evidence:#}"
+    );
     assert_eq!(evidence["operator"], operator.as_str());
     assert_ne!(evidence["claimed"], evidence["recomputed"], "{evidence:#}");
     assert!(
@@ -102,6 +109,11 @@ fn a_cheater_is_caught_by_spot_check_slashed_and_jailed_and_the_job_succeeds_els
     );
     let last = items.last().unwrap();
     assert_eq!(last["state"], "passed", "{verifications:#}");
+    assert_eq!(
+        last["verdict"]["checked_by"], "opening",
+        "{verifications:#}"
+    );
+    assert_eq!(last["openings"][0]["state"], "passed", "{verifications:#}");
     assert_ne!(
         done["status"]["placement"]["workers"][0]["node"], "gn-cheat",
         "{done:#}"

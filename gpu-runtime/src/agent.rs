@@ -9,6 +9,7 @@
 mod checkpoints;
 mod held;
 mod metering;
+mod openings;
 mod session;
 mod worker;
 
@@ -140,6 +141,8 @@ struct Shared {
     benchmark: crate::benchmark::Benchmark,
     /// How this (simulated) node cheats, if it does.
     cheat: Option<crate::cheat::CheatMode>,
+    /// Commitments being opened on the hub's request.
+    openings: openings::Openings,
 }
 
 /// Runs the node agent until `shutdown` completes, then stops every worker, tries once to report
@@ -208,6 +211,7 @@ async fn run_node(
             config.gpus.clone(),
         ),
         cheat: config.cheat,
+        openings: openings::Openings::default(),
     });
 
     let mut workers = Workers::default();
@@ -237,7 +241,7 @@ async fn run_node(
 
 /// Sends heartbeats at the interval the hub asks for, each carrying every held assignment's state,
 /// and stops the workers the hub lists in `stop`. Never returns.
-async fn heartbeat_loop(shared: &Shared) {
+async fn heartbeat_loop(shared: &Arc<Shared>) {
     let client = shared.session.client();
     let mut interval = shared.session.auth().heartbeat_interval;
     let mut registration = shared.session.auth().generation;
@@ -300,6 +304,7 @@ async fn heartbeat_loop(shared: &Shared) {
                     }
                 }
                 shared.network.set_targets(response.probe_targets);
+                openings::dispatch(shared, response.openings);
             }
             Err(e) => {
                 if let Some(monitor) = telemetry {

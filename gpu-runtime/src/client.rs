@@ -29,6 +29,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long any request but the long-poll may take; past it the hub counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an opening's upload and check may take: 8 MiB at about 1 Mbit/s.
+const OPENING_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Slack on top of a long-poll's wait for the hub to answer it.
 const LONG_POLL_SLACK: Duration = Duration::from_secs(15);
 
@@ -212,6 +215,30 @@ impl HubClient {
         let builder = self
             .request(Method::POST, &["heartbeat"], Some(token))
             .json(request);
+        decode(&self.send(builder).await?)
+    }
+
+    /// `POST /v1/agent/assignments/{id}/opening`: the rows of the chunks the hub asked this node
+    /// to open (u32 little-endian), with the node's `signature` of them; answers the hub's
+    /// finding. Given longer than other calls: the body may be megabytes and the hub checks it
+    /// before answering.
+    pub async fn send_opening(
+        &self,
+        token: &str,
+        assignment: &str,
+        rows: Vec<u8>,
+        signature: &str,
+    ) -> Result<crds::agent::OpeningAnswer, ClientError> {
+        let builder = self
+            .request(
+                Method::POST,
+                &["assignments", assignment, "opening"],
+                Some(token),
+            )
+            .timeout(OPENING_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(crds::agent::OPENING_SIGNATURE_HEADER, signature)
+            .body(rows);
         decode(&self.send(builder).await?)
     }
 

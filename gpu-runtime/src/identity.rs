@@ -142,6 +142,16 @@ impl NodeIdentity {
     pub fn sign_result(&self, network: &str, assignment: &str, digest: &[u8; 32]) -> String {
         self.sign(&crds::agent::result_message(network, assignment, digest))
     }
+
+    /// The signature of an opening's rows (their SHA-256, `rows_digest`) for an assignment on a
+    /// network (see [`crds::agent::opening_message`]).
+    pub fn sign_opening(&self, network: &str, assignment: &str, rows_digest: &[u8; 32]) -> String {
+        self.sign(&crds::agent::opening_message(
+            network,
+            assignment,
+            rows_digest,
+        ))
+    }
 }
 
 /// Whether `signature` (hex `r ‖ s`, low `s`) is `public_key`'s (hex compressed SEC1) signature of

@@ -10,10 +10,12 @@
 //! `agora-evidence/v1` followed by space-separated `key=value` pairs in this fixed order, each
 //! present only when the evidence has it:
 //!
-//! `kind job asg node op chunk claimed recomputed tie seed verifier verifier_op tie_node wsig vsig`
+//! `kind job asg node op chunk claimed recomputed tie seed verifier verifier_op tie_node wsig vsig
+//! row osig`
 //!
 //! (`asg` the assignment, `op` the worker's operator, `tie` the tie-breaker's commitment, `seed`
-//! the sample seed, `wsig`/`vsig` the worker's and the verifier's result signatures.) Values are
+//! the sample seed, `wsig`/`vsig` the worker's and the verifier's result signatures, `row` the row
+//! a Freivalds check failed at, `osig` the worker's signature of its opening.) Values are
 //! written with every byte outside printable ASCII (`!`…`~`), and `%`, as `%XX` (uppercase hex),
 //! so a value never contains a space and the string is plain ASCII.
 //!
@@ -42,6 +44,13 @@ pub enum CheckKind {
     Redundant,
     /// The node's measured benchmark is far below the GPU model it claims.
     Benchmark,
+    /// The worker, asked to open a sampled chunk, showed rows that do not hash to the commitment
+    /// it had reported: `recomputed` is the commitment of the rows it opened.
+    Opening,
+    /// The worker opened rows that match its commitment but are not rows of A·B: Freivalds'
+    /// check failed at `row`; `recomputed` says `row=… cr=… abr=… challenge=…`, C's row and A's
+    /// row times the challenge vector (`verification::matmul::check_opening`).
+    Freivalds,
 }
 
 impl CheckKind {
@@ -51,6 +60,8 @@ impl CheckKind {
             Self::SpotCheck => "spot_check",
             Self::Redundant => "redundant",
             Self::Benchmark => "benchmark",
+            Self::Opening => "opening",
+            Self::Freivalds => "freivalds",
         }
     }
 }
@@ -100,6 +111,13 @@ pub struct Evidence {
     /// The verifier's signature of its recomputation, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verifier_signature: Option<String>,
+    /// Freivalds: the first row of C whose check failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<u32>,
+    /// Opening and Freivalds: the worker's signature of the rows it opened, hex
+    /// (`crds::agent::opening_message`): proof that it showed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opening_signature: Option<String>,
 }
 
 /// Why evidence is not well formed; names the JSON field.
@@ -139,10 +157,16 @@ impl Evidence {
         if self.claimed == self.recomputed {
             return field("recomputed", "equals claimed: nothing failed");
         }
+        // Benchmark and Freivalds evidence states its finding in words and numbers.
+        let recomputed_is_digest =
+            !matches!(self.kind, CheckKind::Benchmark | CheckKind::Freivalds);
         if self.kind != CheckKind::Benchmark {
             for (name, value) in [
                 ("claimed", Some(&self.claimed)),
-                ("recomputed", Some(&self.recomputed)),
+                (
+                    "recomputed",
+                    recomputed_is_digest.then_some(&self.recomputed),
+                ),
                 ("tieBreaker", self.tie_breaker.as_ref()),
             ] {
                 if value.is_some_and(|v| !is_digest_hex(v)) {
@@ -150,7 +174,10 @@ impl Evidence {
                 }
             }
         }
-        if self.kind == CheckKind::SpotCheck {
+        if matches!(
+            self.kind,
+            CheckKind::SpotCheck | CheckKind::Opening | CheckKind::Freivalds
+        ) {
             if self.chunk.is_none() {
                 return field("chunk", "a spot check names its chunk");
             }
@@ -161,6 +188,7 @@ impl Evidence {
         for (name, value) in [
             ("workerSignature", &self.worker_signature),
             ("verifierSignature", &self.verifier_signature),
+            ("openingSignature", &self.opening_signature),
         ] {
             if value
                 .as_deref()
@@ -197,6 +225,8 @@ impl Evidence {
             ("tie_node", optional(&self.tie_breaker_node)),
             ("wsig", optional(&self.worker_signature)),
             ("vsig", optional(&self.verifier_signature)),
+            ("row", self.row.map(|r| r.to_string())),
+            ("osig", optional(&self.opening_signature)),
         ];
         let pairs: Vec<String> = pairs
             .into_iter()
@@ -293,6 +323,8 @@ mod tests {
             tie_breaker_node: Some("gn-sim-2".into()),
             worker_signature: Some("11".repeat(64)),
             verifier_signature: Some("22".repeat(64)),
+            row: None,
+            opening_signature: None,
         }
     }
 
@@ -467,6 +499,66 @@ mod tests {
             benchmark
                 .to_chain_string()
                 .starts_with("agora-evidence/v1 kind=benchmark job=")
+        );
+    }
+
+    /// Evidence from an opening names its chunk and seed like a spot check, has no verifier,
+    /// and a Freivalds failure states its finding in numbers, not a digest.
+    #[test]
+    fn opening_and_freivalds_evidence() {
+        let opening = Evidence {
+            kind: CheckKind::Opening,
+            verifier_node: None,
+            verifier_operator: None,
+            tie_breaker: None,
+            tie_breaker_node: None,
+            verifier_signature: None,
+            opening_signature: Some("33".repeat(64)),
+            ..spot_check()
+        };
+        opening.check().unwrap();
+        let text = opening.to_chain_string();
+        assert!(
+            text.starts_with("agora-evidence/v1 kind=opening job="),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!(" osig={}", "33".repeat(64))),
+            "{text}"
+        );
+        let freivalds = Evidence {
+            kind: CheckKind::Freivalds,
+            recomputed: "row=34 cr=5 abr=6 challenge=00000000000000ff".into(),
+            claimed: "aa".repeat(32),
+            row: Some(34),
+            ..opening.clone()
+        };
+        freivalds.check().unwrap();
+        let pairs = parse_chain_string(&freivalds.to_chain_string()).unwrap();
+        assert!(pairs.contains(&("row".into(), "34".into())), "{pairs:?}");
+        assert!(
+            pairs.contains(&(
+                "recomputed".into(),
+                "row=34 cr=5 abr=6 challenge=00000000000000ff".into()
+            )),
+            "{pairs:?}"
+        );
+        let mut unnamed = opening.clone();
+        unnamed.chunk = None;
+        assert!(
+            unnamed
+                .check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("chunk")
+        );
+        let mut bad = opening;
+        bad.opening_signature = Some("nope".into());
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("openingSignature")
         );
     }
 }

@@ -8,12 +8,15 @@
 //! - [`verdict`]: comparing a worker's commitments with a verifier's, and the tie-break that
 //!   decides a dispute, so an honest worker is never slashed because of a verifier's error.
 //! - [`reputation`]: the node's score in basis points and how each outcome moves it.
+//! - [`matmul`]: the `verifiableMatmul` product modulo a prime, its chunk commitments, and the
+//!   checks that need no second node: Freivalds' algorithm and opening committed chunks.
 //! - [`evidence`]: what a failed check records, and the compact string the settlement
 //!   contract's `Slash { evidence }` carries.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod evidence;
+pub mod matmul;
 pub mod reputation;
 pub mod sample;
 pub mod theory;

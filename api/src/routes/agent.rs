@@ -40,6 +40,7 @@ use crate::{
 };
 
 mod bandwidth;
+mod openings;
 mod receipts;
 
 pub fn router() -> Router<AppState> {
@@ -55,6 +56,7 @@ pub fn router() -> Router<AppState> {
             "/v1/agent/assignments/{id}/receipts",
             post(receipts::receipt),
         )
+        .route("/v1/agent/assignments/{id}/opening", openings::routes())
         .route_layer(axum::middleware::from_fn(check_protocol_version))
 }
 
@@ -274,10 +276,15 @@ async fn heartbeat(
     }
     // Measurements and telemetry wait in memory for the flush; targets come from memory too.
     let probe_targets = state.sessions.network.heartbeat(&node, &req, now_ms());
+    let openings = state
+        .store
+        .opening_requests(&node, crds::agent::MAX_OPENINGS_PER_HEARTBEAT)
+        .await?;
     Ok(axum::Json(HeartbeatResponse {
         stop,
         heartbeat_interval_seconds: state.settings.heartbeat_interval.as_secs().max(1) as u32,
         probe_targets,
+        openings,
     }))
 }
 

@@ -20,6 +20,7 @@ pub mod probes;
 pub mod receipts;
 mod rows;
 pub mod settlement;
+pub mod openings;
 pub mod verification;
 
 use std::{str::FromStr, time::Duration};

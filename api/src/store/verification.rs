@@ -1,5 +1,6 @@
 //! Verifications (docs/verification.md): one row per checked attempt, advanced by compare-and-set
-//! through `sampling → recomputing → (tie_breaking) → passed | failed | unverifiable`.
+//! through `sampling → (opening) → recomputing → (tie_breaking) → passed | failed | unverifiable`;
+//! `opening` may also decide at once.
 //!
 //! Every step is written before what it causes: the sample's seed and the verifier job's id (and
 //! its exclusions) are recorded before the verifier job is submitted (idempotently, by a key
@@ -22,6 +23,8 @@ use crate::lifecycle::{FailureReason, JobTransition};
 pub enum VerificationState {
     /// Waiting for the sample to be drawn and the verifier job submitted.
     Sampling,
+    /// The workers are asked to open their commitments of the sampled chunks (`openings`).
+    Opening,
     /// The verifier job recomputes the sample.
     Recomputing,
     /// Worker and verifier disagreed: a third operator's node decides.
@@ -35,8 +38,9 @@ pub enum VerificationState {
 }
 
 impl VerificationState {
-    pub const ALL: [VerificationState; 6] = [
+    pub const ALL: [VerificationState; 7] = [
         VerificationState::Sampling,
+        VerificationState::Opening,
         VerificationState::Recomputing,
         VerificationState::TieBreaking,
         VerificationState::Passed,
@@ -47,6 +51,7 @@ impl VerificationState {
     pub fn as_str(self) -> &'static str {
         match self {
             VerificationState::Sampling => "sampling",
+            VerificationState::Opening => "opening",
             VerificationState::Recomputing => "recomputing",
             VerificationState::TieBreaking => "tie_breaking",
             VerificationState::Passed => "passed",
@@ -59,6 +64,7 @@ impl VerificationState {
         matches!(
             self,
             VerificationState::Sampling
+                | VerificationState::Opening
                 | VerificationState::Recomputing
                 | VerificationState::TieBreaking
         )
@@ -161,6 +167,15 @@ pub(super) async fn open(
     Ok(())
 }
 
+/// How a sample is checked ([`Store::record_sample`]).
+#[derive(Clone, Copy, Debug)]
+pub enum SampleCheck<'a> {
+    /// By a verifier job on another operator's node.
+    Verifier(&'a VerifierPlan),
+    /// By the workers opening their commitments to the hub.
+    Openings(&'a [super::openings::NewOpening]),
+}
+
 /// A verifier (or tie-breaker) job about to be submitted: its id, and the operators whose nodes
 /// it must not run on.
 #[derive(Clone, Debug)]
@@ -173,7 +188,7 @@ impl Store {
     /// Verifications still deciding, oldest first.
     pub async fn open_verifications(&self, limit: u32) -> Result<Vec<VerificationRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM verifications WHERE state IN ('sampling', 'recomputing', 'tie_breaking') \
+            "SELECT {COLUMNS} FROM verifications WHERE state IN ('sampling', 'opening', 'recomputing', 'tie_breaking') \
              ORDER BY created_at, id LIMIT $1"
         )))
         .bind(i64::from(limit))
@@ -193,25 +208,61 @@ impl Store {
         rows.iter().map(VerificationRow::from_row).collect()
     }
 
-    /// Records the sample (seed, chunks) and the verifier job's id and exclusions, once: false,
-    /// changing nothing, if a sample was recorded before.
+    /// Records the sample (seed, chunks) and what checks it, once: false, changing nothing, if a
+    /// sample was recorded before. The check is either a verifier job (its id and exclusions are
+    /// recorded; the state stays `sampling` until it is submitted) or openings asked of the
+    /// workers (state `opening`; a verifier only if they do not answer in time).
     pub async fn record_sample(
         &self,
         id: &str,
         seed: &str,
         chunks: &[u32],
-        verifier: &VerifierPlan,
+        check: SampleCheck<'_>,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let chunks =
             serde_json::to_string(chunks).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (verifier, next) = match check {
+            SampleCheck::Verifier(plan) => (Some(plan), VerificationState::Sampling),
+            SampleCheck::Openings(_) => (None, VerificationState::Opening),
+        };
         let done = sqlx::query(
-            "UPDATE verifications SET seed = $2, chunks = $3, verifier_job = $4 \
+            "UPDATE verifications SET seed = $2, chunks = $3, verifier_job = $4, state = $5 \
              WHERE id = $1 AND seed IS NULL AND state = 'sampling'",
         )
         .bind(id)
         .bind(seed)
         .bind(&chunks)
+        .bind(verifier.map(|plan| plan.job_id.as_str()))
+        .bind(next.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 1 {
+            match check {
+                SampleCheck::Verifier(plan) => exclude_operators(&mut tx, plan).await?,
+                SampleCheck::Openings(openings) => {
+                    super::openings::request(&mut tx, id, openings).await?
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(done == 1)
+    }
+
+    /// Records the verifier job of a verification whose workers did not open their commitments
+    /// in time, once: false if one was recorded before.
+    pub async fn record_fallback_verifier(
+        &self,
+        id: &str,
+        verifier: &VerifierPlan,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE verifications SET verifier_job = $2 \
+             WHERE id = $1 AND verifier_job IS NULL AND state = 'opening'",
+        )
+        .bind(id)
         .bind(&verifier.job_id)
         .execute(&mut *tx)
         .await?

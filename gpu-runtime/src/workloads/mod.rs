@@ -258,19 +258,8 @@ fn cuda_verifiable(
     Err(WorkloadError::Cuda(NO_CUDA.into()))
 }
 
-/// Deterministic pseudo-random numbers from a seed, addressable by index: element `i` of a matrix
-/// is `mix(seed, tag, i)`, so one chunk's rows can be regenerated without the rest (spot checks)
-/// and the CPU and GPU paths read identical inputs. The SplitMix64 finalizer (Steele, Lea, Flood,
-/// "Fast splittable pseudorandom number generators", 2014): statistically good enough for test
-/// matrices, and not meant to be unpredictable.
-pub(crate) fn mix(seed: u64, tag: u64, index: u64) -> u64 {
-    let mut z = seed
-        ^ tag.wrapping_mul(0xD1B5_4A32_D192_ED03)
-        ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// The seeded input generator, shared with the hub's checks (`verification::matmul::mix`).
+pub(crate) use verification::matmul::mix;
 
 #[cfg(test)]
 mod tests {

@@ -1,346 +1,44 @@
-//! `verifiableMatmul`: C = A·B for seeded n×n matrices A and B, with C split into row blocks
-//! ("chunks") and a SHA-256 commitment per chunk, plus a digest over all commitments.
-//!
-//! A verifier that knows the seed can recompute any one chunk ([`recompute_chunk`]) and compare its
-//! commitment with the reported one — a spot check far cheaper than the whole product — or check a
-//! full C in O(n²) with Freivalds' algorithm ([`freivalds`]).
-//!
-//! # Why integers modulo a prime
-//!
-//! Floating-point results differ between GPUs, CPUs, compilers and summation orders (fused
-//! multiply-add, tiling, tensor cores all round differently), so hashing an f32 C would make honest
-//! nodes disagree. The product is therefore computed over the integers modulo the Mersenne prime
-//! p = 2³¹ − 1: every entry of A and B is in `[0, p)`, every entry of C is Σₖ aᵢₖ·bₖⱼ mod p. Modular
-//! arithmetic is exact and associative, so any summation order on any device gives the same bits.
-//! A prime rather than plain wrapping `u32` arithmetic because Freivalds' check then works in a
-//! field: a wrong C passes one round with probability at most 1/p, whereas modulo 2³² an error
-//! of 2³¹ passes half the rounds.
-//!
-//! # Canonical encoding
-//!
-//! A chunk's commitment is `SHA-256("agora verifiable-matmul chunk v1\0" ‖ n ‖ chunkRows ‖ seed ‖
-//! chunk index ‖ the chunk's entries row-major)`, all integers little-endian (`n`, `chunkRows`, the
-//! index and the entries as u32, `seed` as u64). The parameters are inside so that a commitment
-//! cannot be replayed for another job's matrices. The digest is `SHA-256("agora verifiable-matmul
-//! digest v1\0" ‖ n ‖ chunkRows ‖ seed ‖ every commitment in chunk order)`.
-//!
-//! # Partial recompute
+//! `verifiableMatmul`: C = A·B for seeded n×n matrices A and B modulo the prime 2³¹ − 1, with C
+//! split into row blocks ("chunks") and a SHA-256 commitment per chunk, plus a digest over all
+//! commitments. The arithmetic, the inputs and the encodings live in `verification::matmul`
+//! (re-exported here), shared with the hub that checks results; this module runs the product on
+//! the node's CPU and turns a raised cancel flag into the workload's error.
 //!
 //! With `chunks` (ascending, distinct, in range: [`check_chunks`]) a node computes only those
-//! chunks ([`compute_chunks_cpu`]: each chunk's rows of A times B) and reports their commitments
-//! in that order, with the same digest function over just those commitments. This is how a second
-//! node spot-checks a first node's result; each commitment names its chunk index, so the digest
-//! binds which chunks were computed too.
+//! chunks ([`compute_chunks_cpu`]) and reports their commitments in that order: how a second node
+//! spot-checks a first one. [`open_chunks_cpu`] computes the same rows and returns them as they
+//! are: how a worker opens its own commitments for the hub's Freivalds check.
 
-use std::{ops::Range, sync::atomic::AtomicBool};
+use std::sync::atomic::AtomicBool;
 
-use sha2::{Digest, Sha256};
+pub use verification::matmul::*;
 
-use super::{WorkloadError, check_cancel, mix};
+use super::WorkloadError;
 
-/// The modulus, p = 2³¹ − 1.
-pub const MODULUS: u32 = 2_147_483_647;
-
-/// The largest n: three n×n u32 matrices take 3 GiB at this size, about what a node can be asked to
-/// hold for a verification job. The CRD bounds `n` the same way.
-pub const MAX_N: u32 = 16_384;
-
-/// The most chunks one product may have: the commitments travel in a status report, so their
-/// number is bounded (the CRD refuses parameters with more).
-pub const MAX_CHUNKS: u32 = 1024;
-
-/// Tags that make A and B different matrices for the same seed.
-const TAG_A: u64 = 0xA;
-const TAG_B: u64 = 0xB;
-
-/// A product's parameters, validated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Params {
-    n: u32,
-    chunk_rows: u32,
-    seed: u64,
+fn cancelled(_: Cancelled) -> WorkloadError {
+    WorkloadError::Cancelled
 }
 
-/// Why parameters were refused; each names its field as the CRD spells it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParamsError {
-    /// `n` is 0 or above [`MAX_N`].
-    #[error("n must be between 1 and {MAX_N}, got {0}")]
-    N(u32),
-    /// `chunkRows` is 0 or above `n`.
-    #[error("chunkRows must be between 1 and n ({n}), got {chunk_rows}")]
-    ChunkRows {
-        /// The matrix size.
-        n: u32,
-        /// The refused value.
-        chunk_rows: u32,
-    },
-    /// More than [`MAX_CHUNKS`] chunks.
-    #[error("chunkRows {chunk_rows} splits n = {n} into more than {MAX_CHUNKS} chunks")]
-    TooManyChunks {
-        /// The matrix size.
-        n: u32,
-        /// The refused value.
-        chunk_rows: u32,
-    },
-    /// `chunks` is an empty list (leave it out for the whole product).
-    #[error("chunks must list at least one chunk (leave it out for the whole product)")]
-    NoChunks,
-    /// An entry of `chunks` is not a chunk of this product.
-    #[error(
-        "chunks[{at}] is {chunk}, but n = {n} and chunkRows = {chunk_rows} make chunks 0 to {last}"
-    )]
-    ChunkOutOfRange {
-        /// The entry's position in `chunks`.
-        at: usize,
-        /// The refused value.
-        chunk: u32,
-        /// The matrix size.
-        n: u32,
-        /// The rows per chunk.
-        chunk_rows: u32,
-        /// The highest chunk index.
-        last: u32,
-    },
-    /// `chunks` is not strictly ascending: out of order, or an index repeated.
-    #[error(
-        "chunks must be ascending without repeats, but chunks[{at}] is {chunk} after {previous}"
-    )]
-    ChunksNotAscending {
-        /// The entry's position in `chunks`.
-        at: usize,
-        /// The refused value.
-        chunk: u32,
-        /// The entry before it.
-        previous: u32,
-    },
-}
-
-impl Params {
-    /// Checks the ranges the CRD states.
-    pub fn new(n: u32, chunk_rows: u32, seed: u64) -> Result<Self, ParamsError> {
-        if n == 0 || n > MAX_N {
-            return Err(ParamsError::N(n));
-        }
-        if chunk_rows == 0 || chunk_rows > n {
-            return Err(ParamsError::ChunkRows { n, chunk_rows });
-        }
-        if n.div_ceil(chunk_rows) > MAX_CHUNKS {
-            return Err(ParamsError::TooManyChunks { n, chunk_rows });
-        }
-        Ok(Self {
-            n,
-            chunk_rows,
-            seed,
-        })
-    }
-
-    /// The matrix dimension.
-    pub fn n(&self) -> usize {
-        self.n as usize
-    }
-
-    /// How many chunks C has (the last one may be shorter).
-    pub fn chunks(&self) -> usize {
-        self.n.div_ceil(self.chunk_rows) as usize
-    }
-
-    /// The rows of chunk `index`.
-    pub fn chunk_rows(&self, index: usize) -> Range<usize> {
-        let start = index * self.chunk_rows as usize;
-        start.min(self.n())..(start + self.chunk_rows as usize).min(self.n())
-    }
-
-    fn header(&self, hasher: &mut Sha256) {
-        hasher.update(self.n.to_le_bytes());
-        hasher.update(self.chunk_rows.to_le_bytes());
-        hasher.update(self.seed.to_le_bytes());
-    }
-}
-
-/// Element `index` (row-major) of the matrix `tag`, in `[0, p)`. The modulo of a 64-bit value
-/// biases the distribution by under 2⁻³², which does not matter for test inputs.
-fn element(seed: u64, tag: u64, index: usize) -> u32 {
-    (mix(seed, tag, index as u64) % u64::from(MODULUS)) as u32
-}
-
-/// Rows `rows` of A, row-major.
-pub fn input_a_rows(params: &Params, rows: Range<usize>) -> Vec<u32> {
-    let n = params.n();
-    (rows.start * n..rows.end * n)
-        .map(|i| element(params.seed, TAG_A, i))
-        .collect()
-}
-
-/// All of A, row-major.
-pub fn input_a(params: &Params) -> Vec<u32> {
-    input_a_rows(params, 0..params.n())
-}
-
-/// All of B, row-major.
-pub fn input_b(params: &Params) -> Vec<u32> {
-    let n = params.n();
-    (0..n * n).map(|i| element(params.seed, TAG_B, i)).collect()
-}
-
-/// Reduces x modulo p = 2³¹ − 1 by folding the high bits onto the low ones (2³¹ ≡ 1 mod p).
-fn reduce(x: u64) -> u32 {
-    let p = u64::from(MODULUS);
-    let x = (x & p) + (x >> 31);
-    let x = (x & p) + (x >> 31);
-    let x = x as u32;
-    if x >= MODULUS { x - MODULUS } else { x }
-}
-
-/// `a_rows` (some rows of A) times B, modulo p: the CPU reference. An accumulator is folded after
-/// every product and so stays below 2³³, and 2³³ + (2³¹)² never overflows 64 bits.
-pub fn multiply_rows(
-    n: usize,
-    a_rows: &[u32],
-    b: &[u32],
+/// The rows of C of each of `chunks` in turn, row-major: `chunks`' rows of A times B on the CPU.
+/// Costs a fraction `chunks.len() / params.chunks()` of the whole product.
+pub fn open_chunks_cpu(
+    params: &Params,
+    chunks: &[u32],
     cancel: &AtomicBool,
 ) -> Result<Vec<u32>, WorkloadError> {
-    let p = u64::from(MODULUS);
-    let mut c = Vec::with_capacity(a_rows.len());
-    let mut acc = vec![0u64; n];
-    for a_row in a_rows.chunks_exact(n) {
-        check_cancel(cancel)?;
-        acc.fill(0);
-        for (k, &aik) in a_row.iter().enumerate() {
-            let aik = u64::from(aik);
-            for (slot, &bkj) in acc.iter_mut().zip(&b[k * n..(k + 1) * n]) {
-                let x = *slot + aik * u64::from(bkj);
-                *slot = (x & p) + (x >> 31);
-            }
-        }
-        c.extend(acc.iter().map(|&x| reduce(x)));
-    }
-    Ok(c)
+    check_chunks(params, chunks).map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+    let a = input_a_chunks(params, chunks);
+    let b = input_b(params);
+    multiply_rows(params.n(), &a, &b, cancel).map_err(cancelled)
 }
 
-/// The commitment to chunk `index`, whose entries are `rows` (row-major).
-pub fn chunk_commitment(params: &Params, index: usize, rows: &[u32]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"agora verifiable-matmul chunk v1\0");
-    params.header(&mut hasher);
-    hasher.update((index as u32).to_le_bytes());
-    for value in rows {
-        hasher.update(value.to_le_bytes());
-    }
-    hasher.finalize().into()
-}
-
-/// The digest over all chunk commitments, in chunk order.
-pub fn digest(params: &Params, commitments: &[[u8; 32]]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"agora verifiable-matmul digest v1\0");
-    params.header(&mut hasher);
-    for commitment in commitments {
-        hasher.update(commitment);
-    }
-    hasher.finalize().into()
-}
-
-/// What a worker reports of a product.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Output {
-    /// One commitment per chunk, in chunk order.
-    pub commitments: Vec<[u8; 32]>,
-    /// The digest over them.
-    pub digest: [u8; 32],
-}
-
-impl Output {
-    /// Commits to a computed C (n×n, row-major), however it was computed.
-    pub fn from_product(params: &Params, c: &[u32]) -> Self {
-        let n = params.n();
-        let commitments: Vec<[u8; 32]> = (0..params.chunks())
-            .map(|i| {
-                let rows = params.chunk_rows(i);
-                chunk_commitment(params, i, &c[rows.start * n..rows.end * n])
-            })
-            .collect();
-        let digest = digest(params, &commitments);
-        Self {
-            commitments,
-            digest,
-        }
-    }
-}
-
-/// Checks a partial recompute's `chunks` against `params`: at least one, each a chunk of this
-/// product, strictly ascending (so at most [`MAX_CHUNKS`]). The CRD's schema and CEL rules say the
-/// same; this is the agent's own check of what it is asked to compute.
-pub fn check_chunks(params: &Params, chunks: &[u32]) -> Result<(), ParamsError> {
-    if chunks.is_empty() {
-        return Err(ParamsError::NoChunks);
-    }
-    let count = params.chunks() as u32;
-    for (at, &chunk) in chunks.iter().enumerate() {
-        if chunk >= count {
-            return Err(ParamsError::ChunkOutOfRange {
-                at,
-                chunk,
-                n: params.n,
-                chunk_rows: params.chunk_rows,
-                last: count - 1,
-            });
-        }
-        if at > 0 && chunk <= chunks[at - 1] {
-            return Err(ParamsError::ChunksNotAscending {
-                at,
-                chunk,
-                previous: chunks[at - 1],
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Rows of A for each of `chunks` in turn, row-major: the left operand of a partial recompute.
-pub fn input_a_chunks(params: &Params, chunks: &[u32]) -> Vec<u32> {
-    chunks
-        .iter()
-        .flat_map(|&k| input_a_rows(params, params.chunk_rows(k as usize)))
-        .collect()
-}
-
-impl Output {
-    /// Commits to `c_rows`, the rows of C of each of `chunks` in turn (row-major, as computed
-    /// from [`input_a_chunks`]): one commitment per listed chunk, in that order, and the digest
-    /// over them. Call with [`check_chunks`]-valid chunks.
-    pub fn from_chunk_rows(params: &Params, chunks: &[u32], c_rows: &[u32]) -> Self {
-        let n = params.n();
-        let mut offset = 0;
-        let commitments: Vec<[u8; 32]> = chunks
-            .iter()
-            .map(|&k| {
-                let len = params.chunk_rows(k as usize).len() * n;
-                let commitment =
-                    chunk_commitment(params, k as usize, &c_rows[offset..offset + len]);
-                offset += len;
-                commitment
-            })
-            .collect();
-        let digest = digest(params, &commitments);
-        Self {
-            commitments,
-            digest,
-        }
-    }
-}
-
-/// Only the chunks `chunks` of the product on the CPU, committed ([`Output::from_chunk_rows`]):
-/// costs their rows of A times B, a fraction `chunks.len() / params.chunks()` of the whole.
+/// Only the chunks `chunks` of the product on the CPU, committed ([`Output::from_chunk_rows`]).
 pub fn compute_chunks_cpu(
     params: &Params,
     chunks: &[u32],
     cancel: &AtomicBool,
 ) -> Result<Output, WorkloadError> {
-    check_chunks(params, chunks).map_err(|e| WorkloadError::Invalid(e.to_string()))?;
-    let a = input_a_chunks(params, chunks);
-    let b = input_b(params);
-    let c = multiply_rows(params.n(), &a, &b, cancel)?;
+    let c = open_chunks_cpu(params, chunks, cancel)?;
     Ok(Output::from_chunk_rows(params, chunks, &c))
 }
 
@@ -354,313 +52,51 @@ pub fn compute_cpu(params: &Params, cancel: &AtomicBool) -> Result<Output, Workl
 pub fn product_cpu(params: &Params, cancel: &AtomicBool) -> Result<Vec<u32>, WorkloadError> {
     let a = input_a(params);
     let b = input_b(params);
-    multiply_rows(params.n(), &a, &b, cancel)
+    multiply_rows(params.n(), &a, &b, cancel).map_err(cancelled)
 }
 
 /// Recomputes chunk `index` alone from the seed and returns its commitment: what a verifier
-/// compares with the reported one. Costs one chunk's rows of A times all of B.
+/// compares with the reported one.
 ///
 /// # Panics
 /// When `index` is not below [`Params::chunks`].
 pub fn recompute_chunk(params: &Params, index: usize) -> [u8; 32] {
     assert!(index < params.chunks(), "chunk {index} out of range");
-    let rows = params.chunk_rows(index);
-    let a = input_a_rows(params, rows);
-    let b = input_b(params);
-    let c = multiply_rows(params.n(), &a, &b, &AtomicBool::new(false))
-        .expect("an unraised flag never cancels");
-    chunk_commitment(params, index, &c)
-}
-
-/// M·v mod p for an n×n M.
-fn mat_vec(n: usize, m: &[u32], v: &[u32]) -> Vec<u32> {
-    // Eight independent accumulators per row: one running sum would chain every multiply-add on
-    // the one before and keep the CPU's vector units idle; eight lanes let the compiler vectorize
-    // the loop (Freivalds' check is three of these per round, so this is its whole cost).
-    const LANES: usize = 8;
-    let fold = |s: u64| (s & u64::from(MODULUS)) + (s >> 31);
-    m.chunks_exact(n)
-        .map(|row| {
-            let mut acc = [0u64; LANES];
-            let mut row_lanes = row.chunks_exact(LANES);
-            let mut v_lanes = v.chunks_exact(LANES);
-            for (x, y) in (&mut row_lanes).zip(&mut v_lanes) {
-                for lane in 0..LANES {
-                    acc[lane] = fold(acc[lane] + u64::from(x[lane]) * u64::from(y[lane]));
-                }
-            }
-            let tail = row_lanes
-                .remainder()
-                .iter()
-                .zip(v_lanes.remainder())
-                .fold(0u64, |sum, (&x, &y)| {
-                    fold(sum + u64::from(x) * u64::from(y))
-                });
-            acc.iter().fold(tail, |sum, &lane| fold(sum + lane))
-        })
-        .map(reduce)
-        .collect()
-}
-
-/// Freivalds' check that `c` = A·B mod p: for `rounds` random vectors r (from `challenge_seed`),
-/// A(Br) = Cr. O(n²) per round instead of the product's O(n³). A correct C always passes; a wrong
-/// one passes a round with probability at most 1/p, so one round already suffices in practice.
-pub fn freivalds(params: &Params, c: &[u32], rounds: u32, challenge_seed: u64) -> bool {
-    let n = params.n();
-    if c.len() != n * n {
-        return false;
-    }
-    let a = input_a(params);
-    let b = input_b(params);
-    (0..rounds).all(|round| {
-        let r: Vec<u32> = (0..n)
-            .map(|i| (mix(challenge_seed, u64::from(round), i as u64) % u64::from(MODULUS)) as u32)
-            .collect();
-        mat_vec(n, &a, &mat_vec(n, &b, &r)) == mat_vec(n, c, &r)
-    })
+    compute_chunks_cpu(params, &[index as u32], &AtomicBool::new(false))
+        .expect("an unraised flag never cancels")
+        .commitments[0]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params(n: u32, chunk_rows: u32, seed: u64) -> Params {
-        Params::new(n, chunk_rows, seed).unwrap()
-    }
-
-    fn product(p: &Params) -> Vec<u32> {
-        product_cpu(p, &AtomicBool::new(false)).unwrap()
-    }
-
-    /// The plain definition, with a `%` after every step, to check the folding arithmetic.
-    fn naive(p: &Params) -> Vec<u32> {
-        let (n, a, b) = (p.n(), input_a(p), input_b(p));
-        let m = u64::from(MODULUS);
-        let mut c = vec![0u32; n * n];
-        for i in 0..n {
-            for j in 0..n {
-                let mut s = 0u64;
-                for k in 0..n {
-                    s = (s + u64::from(a[i * n + k]) * u64::from(b[k * n + j])) % m;
-                }
-                c[i * n + j] = s as u32;
-            }
-        }
-        c
-    }
-
     #[test]
-    fn the_product_matches_the_definition() {
-        for (n, seed) in [(1, 0), (7, 1), (33, 2), (64, 3)] {
-            let p = params(n, 1, seed);
-            assert_eq!(product(&p), naive(&p), "n = {n}");
-        }
-    }
-
-    #[test]
-    fn reduction_handles_the_extremes() {
-        let m = u64::from(MODULUS);
-        for x in [
-            0,
-            1,
-            m - 1,
-            m,
-            m + 1,
-            2 * m,
-            (m - 1) * (m - 1),
-            u64::MAX >> 1,
-            u64::MAX,
-        ] {
-            assert_eq!(u64::from(reduce(x)), x % m, "x = {x}");
-        }
-    }
-
-    #[test]
-    fn inputs_are_deterministic_and_seed_dependent() {
-        let p = params(16, 4, 42);
-        assert_eq!(input_a(&p), input_a(&params(16, 4, 42)));
-        assert_ne!(input_a(&p), input_a(&params(16, 4, 43)));
-        assert_ne!(input_a(&p), input_b(&p));
-        assert!(input_a(&p).iter().all(|&x| x < MODULUS));
-        assert_eq!(input_a_rows(&p, 4..8), input_a(&p)[4 * 16..8 * 16]);
-    }
-
-    #[test]
-    fn chunks_cover_the_rows_once() {
-        let p = params(10, 4, 0);
-        assert_eq!(p.chunks(), 3);
-        assert_eq!(
-            (0..3).map(|i| p.chunk_rows(i)).collect::<Vec<_>>(),
-            [0..4, 4..8, 8..10]
-        );
-    }
-
-    #[test]
-    fn a_recomputed_chunk_matches_the_full_output() {
-        let p = params(40, 6, 9);
-        let out = compute_cpu(&p, &AtomicBool::new(false)).unwrap();
-        assert_eq!(out.commitments.len(), 7);
-        for i in 0..p.chunks() {
-            assert_eq!(recompute_chunk(&p, i), out.commitments[i], "chunk {i}");
-        }
-        assert_eq!(out.digest, digest(&p, &out.commitments));
-    }
-
-    /// Fixed values: a change of the encoding, generator or arithmetic breaks every node's
-    /// agreement with verifiers, so it must show up here. The values were computed independently
-    /// (a short Python script following the module documentation: SplitMix64 inputs, the textbook
-    /// product mod p, SHA-256 over the documented encoding), not copied from this code's output.
-    #[test]
-    fn the_encoding_is_stable() {
-        let p = params(4, 2, 1);
-        let out = compute_cpu(&p, &AtomicBool::new(false)).unwrap();
-        let c = product(&p);
-        assert_eq!(c.len(), 16);
-        assert_eq!(out, Output::from_product(&p, &c));
-        assert_eq!(c[..4], [1470062292, 305582009, 832304869, 739542438]);
-        assert_eq!(
-            hex::encode(out.commitments[1]),
-            "558af8b2b770de4e8cc5cd163ccddbc59618a68bd490ae2615eed955e5558757"
-        );
-        assert_eq!(
-            hex::encode(out.digest),
-            "58567efc072e5b4d1bf564151da008ff4ffc45978b233980cdc61d6b2978961b"
-        );
-        // Different chunking: different commitments, though C is the same.
-        let other = compute_cpu(&params(4, 1, 1), &AtomicBool::new(false)).unwrap();
-        assert_ne!(other.digest, out.digest);
-    }
-
-    /// Property: for many (n, chunkRows, element, delta), changing one element of C changes
-    /// exactly the commitment of the chunk holding it, and the digest.
-    #[test]
-    fn one_changed_element_changes_exactly_its_chunk() {
-        for case in 0..40u64 {
-            let n = 1 + (mix(case, 1, 0) % 24) as u32;
-            let chunk_rows = 1 + (mix(case, 2, 0) % u64::from(n)) as u32;
-            let p = params(n, chunk_rows, case);
-            let c = product(&p);
-            let honest = Output::from_product(&p, &c);
-            let at = (mix(case, 3, 0) % (c.len() as u64)) as usize;
-            let delta = 1 + (mix(case, 4, 0) % u64::from(MODULUS - 1)) as u32;
-            let mut bad = c.clone();
-            bad[at] = (bad[at] + delta) % MODULUS;
-            let tampered = Output::from_product(&p, &bad);
-            let chunk = (at / p.n()) / chunk_rows as usize;
-            for i in 0..p.chunks() {
-                assert_eq!(
-                    honest.commitments[i] != tampered.commitments[i],
-                    i == chunk,
-                    "case {case}: n {n}, chunkRows {chunk_rows}, element {at}, chunk {i}"
-                );
-            }
-            assert_ne!(honest.digest, tampered.digest);
-        }
-    }
-
-    /// Property: Freivalds accepts the true product and rejects it with any single element, or a
-    /// whole row, corrupted.
-    #[test]
-    fn freivalds_accepts_the_product_and_rejects_corruptions() {
-        for case in 0..20u64 {
-            let n = 1 + (mix(case, 5, 0) % 32) as u32;
-            let p = params(n, 1, case);
-            let c = product(&p);
-            assert!(freivalds(&p, &c, 2, case), "case {case}: honest C refused");
-            let at = (mix(case, 6, 0) % (c.len() as u64)) as usize;
-            let mut bad = c.clone();
-            bad[at] = (bad[at] + 1 + (case as u32)) % MODULUS;
-            assert!(!freivalds(&p, &bad, 2, case), "case {case}: element {at}");
-            let row = at / p.n();
-            let mut bad_row = c.clone();
-            for x in &mut bad_row[row * p.n()..(row + 1) * p.n()] {
-                *x = (*x + 5) % MODULUS;
-            }
-            assert!(!freivalds(&p, &bad_row, 1, case), "case {case}: row {row}");
-        }
-        let p = params(8, 8, 0);
-        assert!(!freivalds(&p, &[0; 63], 1, 0), "a C of the wrong size");
-    }
-
-    #[test]
-    fn parameters_are_bounded() {
-        assert_eq!(Params::new(0, 1, 0), Err(ParamsError::N(0)));
-        assert_eq!(
-            Params::new(MAX_N + 1, 64, 0),
-            Err(ParamsError::N(MAX_N + 1))
-        );
-        assert!(matches!(
-            Params::new(8, 9, 0),
-            Err(ParamsError::ChunkRows { .. })
-        ));
-        assert!(matches!(
-            Params::new(8, 0, 0),
-            Err(ParamsError::ChunkRows { .. })
-        ));
-        assert!(matches!(
-            Params::new(2048, 1, 0),
-            Err(ParamsError::TooManyChunks { .. })
-        ));
-        assert!(Params::new(2048, 2, 0).is_ok());
-        assert_eq!(
-            ParamsError::ChunkRows {
-                n: 8,
-                chunk_rows: 9
-            }
-            .to_string(),
-            "chunkRows must be between 1 and n (8), got 9"
-        );
-    }
-
-    /// A partial recompute's commitments are exactly the full product's for those chunks, in
-    /// the order asked, and its digest is the digest function over just them.
-    #[test]
-    fn chunks_commit_as_in_the_full_product() {
-        let p = params(40, 6, 9);
-        let full = compute_cpu(&p, &AtomicBool::new(false)).unwrap();
-        for chunks in [vec![0], vec![6], vec![1, 4, 6], (0..7).collect()] {
-            let part = compute_chunks_cpu(&p, &chunks, &AtomicBool::new(false)).unwrap();
-            let want: Vec<[u8; 32]> = chunks
-                .iter()
-                .map(|&k| full.commitments[k as usize])
-                .collect();
-            assert_eq!(part.commitments, want, "chunks {chunks:?}");
-            assert_eq!(part.digest, digest(&p, &want), "chunks {chunks:?}");
-        }
-        let all = compute_chunks_cpu(&p, &(0..7).collect::<Vec<_>>(), &AtomicBool::new(false));
-        assert_eq!(
-            all.unwrap(),
-            full,
-            "every chunk: the whole product's output"
-        );
-    }
-
-    #[test]
-    fn bad_chunks_are_refused_naming_the_field() {
-        let p = params(40, 6, 9); // chunks 0 to 6
-        assert_eq!(check_chunks(&p, &[0, 6]), Ok(()));
-        for (chunks, says) in [
-            (vec![], "chunks must list at least one chunk"),
-            (
-                vec![2, 7],
-                "chunks[1] is 7, but n = 40 and chunkRows = 6 make chunks 0 to 6",
-            ),
-            (
-                vec![3, 1],
-                "chunks must be ascending without repeats, but chunks[1] is 1 after 3",
-            ),
-            (vec![1, 1], "chunks[1] is 1 after 1"),
-        ] {
-            let err = check_chunks(&p, &chunks).unwrap_err().to_string();
-            assert!(err.contains(says), "{chunks:?}: {err}");
+    fn partial_recompute_refuses_bad_chunks_naming_the_field() {
+        let p = Params::new(40, 6, 9).unwrap();
+        for chunks in [vec![], vec![2, 7], vec![3, 1]] {
             let err = compute_chunks_cpu(&p, &chunks, &AtomicBool::new(false)).unwrap_err();
             assert!(err.to_string().contains("chunks"), "{chunks:?}: {err}");
         }
     }
 
+    /// What a worker opens is what it committed to, and passes the hub's check.
+    #[test]
+    fn opened_chunks_are_the_committed_rows() {
+        let p = Params::new(40, 6, 9).unwrap();
+        let never = AtomicBool::new(false);
+        let full = compute_cpu(&p, &never).unwrap();
+        let rows = open_chunks_cpu(&p, &[2, 5], &never).unwrap();
+        let claimed = [full.commitments[2], full.commitments[5]];
+        assert_eq!(
+            check_opening(&p, &[2, 5], &claimed, &rows, 11),
+            Opening::Valid
+        );
+    }
+
     #[test]
     fn a_raised_cancel_flag_stops_the_product() {
-        let p = params(64, 8, 0);
+        let p = Params::new(64, 8, 0).unwrap();
         assert_eq!(
             product_cpu(&p, &AtomicBool::new(true)),
             Err(WorkloadError::Cancelled)
