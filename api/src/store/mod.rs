@@ -14,13 +14,13 @@ mod keys;
 mod leases;
 mod metrics_queries;
 mod nodes;
+pub mod openings;
 mod placements;
 mod prices;
 pub mod probes;
 pub mod receipts;
 mod rows;
 pub mod settlement;
-pub mod openings;
 pub mod verification;
 
 use std::{str::FromStr, time::Duration};
