@@ -19,11 +19,18 @@
 //! - [`RawClient`] sends requests exactly as given (any method, header bytes, body), for tests of
 //!   what the hub refuses; [`NodeKey`] signs agent registrations, for tests that speak the agent
 //!   protocol themselves.
+//! - [`netns::Fabric`] puts hosts in network namespaces on a bridge, with `tc tbf` bandwidth
+//!   limits, and [`delay_proxy::DelayProxy`] gives them latency (no `netem` here), for the
+//!   multi-host test (`tests/multihost.rs`, root only).
 //!
 //! The helpers exist for tests, so they panic with a message that says what was expected and what
 //! was seen instead of returning errors. Nothing here sleeps to wait for something: every wait is
 //! a poll with a deadline.
 #![forbid(unsafe_code)]
+
+// The multi-host tests' network: hosts in namespaces with `tc tbf` limits, latency from proxies.
+pub mod delay_proxy;
+pub mod netns;
 
 use std::{
     env,
