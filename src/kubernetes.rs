@@ -404,7 +404,7 @@ mod tests {
         let text = running
             .state()
             .metrics
-            .render(running.store(), 20_000)
+            .render(running.store(), &api::metrics::Scrape::new(20_000))
             .await
             .unwrap();
         assert!(text.contains("agora_operator_leader 0"), "{text}");

@@ -15,7 +15,7 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
 };
 
@@ -107,9 +107,11 @@ fn every_rendering_passes_kubernetes_schemas() {
         // The CRDs are validated as CustomResourceDefinitions like every other object.
         assert_eq!(rendered.of_kind("CustomResourceDefinition").len(), 2);
         for object in rendered.validate(what) {
-            assert_eq!(
-                object["kind"].as_str(),
-                Some("ServiceMonitor"),
+            assert!(
+                matches!(
+                    object["kind"].as_str(),
+                    Some("ServiceMonitor" | "PrometheusRule")
+                ),
                 "{what}: an object outside Kubernetes' schemas: {object:?}"
             );
         }
@@ -713,8 +715,21 @@ fn every_option_renders_as_documented() {
         endpoint["tlsConfig"]["serverName"].as_str(),
         Some("hub.example.org")
     );
-    // Dashboards are enabled, but the chart ships none yet (dashboards/README.md): no ConfigMap.
-    assert!(rendered.of_kind("ConfigMap").is_empty());
+    // Every shipped dashboard, in the namespace Grafana's sidecar watches, with its label and the
+    // annotation that files it in a folder.
+    let maps = rendered.of_kind("ConfigMap");
+    assert_eq!(maps.len(), shipped_dashboards().len());
+    for map in maps {
+        assert_eq!(map["metadata"]["namespace"].as_str(), Some("monitoring"));
+        assert_eq!(
+            map["metadata"]["labels"]["grafana_dashboard"].as_str(),
+            Some("agora")
+        );
+        assert_eq!(
+            map["metadata"]["annotations"]["grafana_folder"].as_str(),
+            Some("Agora")
+        );
+    }
 }
 
 #[test]
@@ -762,41 +777,41 @@ fn the_other_side_of_every_switch() {
     assert_eq!(pod["securityContext"]["fsGroup"].as_u64(), Some(10001));
 }
 
-/// Copies a directory tree (the chart, to add files a test needs without touching the real one).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("creating a directory");
-    for entry in std::fs::read_dir(from).expect("reading a directory") {
-        let entry = entry.expect("an entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("a file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copying a file");
-        }
-    }
+/// The dashboards the chart ships: (file name, contents) of every `dashboards/*.json`.
+fn shipped_dashboards() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(chart().join("dashboards"))
+        .expect("charts/agora/dashboards")
+        .map(|entry| entry.expect("an entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .map(|path| {
+            let name = path
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read_to_string(&path).expect("a dashboard");
+            (name, text)
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
 fn each_dashboard_file_becomes_one_labelled_config_map() {
-    let Some(mut helm) = helm() else { return };
-    // The chart itself ships no dashboard yet: nothing renders even when enabled.
-    let shipped = helm.template(&[REQUIRED[0], "dashboards.enabled=true"], &[]);
-    assert!(shipped.of_kind("ConfigMap").is_empty());
-    // A copy with two dashboard files (and the README, which is not one).
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let copy = dir.path().join("agora");
-    copy_tree(&chart(), &copy);
-    let dashboards = [
-        ("hub.json", r#"{"title": "Agora hub", "panels": []}"#),
-        (
-            "gpu_fleet.json",
-            r#"{"title": "Agora GPU fleet", "panels": []}"#,
-        ),
-    ];
-    for (file, json) in dashboards {
-        std::fs::write(copy.join("dashboards").join(file), json).expect("writing a dashboard");
-    }
-    helm.chart = copy;
+    let Some(helm) = helm() else { return };
+    let dashboards = shipped_dashboards();
+    let names: Vec<&str> = dashboards.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "capacity.json",
+            "jobs.json",
+            "market.json",
+            "node-fleet.json",
+            "settlement.json"
+        ]
+    );
     assert!(
         helm.template(&REQUIRED, &[])
             .of_kind("ConfigMap")
@@ -813,17 +828,32 @@ fn each_dashboard_file_becomes_one_labelled_config_map() {
     );
     rendered.validate("dashboards");
     let maps = rendered.of_kind("ConfigMap");
-    assert_eq!(maps.len(), dashboards.len());
-    for (file, json) in dashboards {
+    assert_eq!(
+        maps.len(),
+        dashboards.len(),
+        "one ConfigMap per dashboard, none for the README"
+    );
+    for (file, json) in &dashboards {
         let map = maps
             .iter()
-            .find(|m| m["data"][file].is_string())
+            .find(|m| m["data"][file.as_str()].is_string())
             .unwrap_or_else(|| panic!("no ConfigMap holds {file}"));
-        assert_eq!(map["data"][file].as_str(), Some(json));
+        // Verbatim: the sidecar hands the file to Grafana as it is.
+        assert_eq!(map["data"][file.as_str()].as_str(), Some(json.trim_end()));
         assert_eq!(map["metadata"]["namespace"].as_str(), Some("monitoring"));
         assert_eq!(
             map["metadata"]["labels"]["grafana_dashboard"].as_str(),
             Some("1")
+        );
+        // A ConfigMap holds at most 1 MiB.
+        assert!(json.len() < 1024 * 1024, "{file} is {} bytes", json.len());
+        // Stable identities: Grafana keys a provisioned dashboard by its uid.
+        let parsed: serde_json::Value = serde_json::from_str(json).expect("a dashboard is JSON");
+        let uid = parsed["uid"].as_str().unwrap_or_default();
+        assert_eq!(
+            format!("agora-{}", file.trim_end_matches(".json")),
+            uid,
+            "{file}'s uid"
         );
     }
 }
@@ -855,4 +885,84 @@ fn the_charts_crds_are_the_generated_ones() {
              `cargo run -p crds --bin crdgen`), never by hand"
         );
     }
+}
+
+/// `alerts.enabled` installs the chart's alerts.yaml as a PrometheusRule: every rule group exactly
+/// as the file holds it (the rules' own `{{ $labels }}` and `{{ $value }}` templates untouched by
+/// Helm), with the labels Prometheus's ruleSelector matches; and the ServiceMonitor names the hub's
+/// scrape job as the rules select it.
+#[test]
+fn the_alert_rules_render_as_a_prometheus_rule() {
+    let Some(helm) = helm() else { return };
+    assert!(
+        helm.template(&REQUIRED, &[])
+            .of_kind("PrometheusRule")
+            .is_empty(),
+        "off by default"
+    );
+    let text = std::fs::read_to_string(chart().join("alerts.yaml")).expect("alerts.yaml");
+    let file: Value = serde_yaml::from_str(&text).expect("alerts.yaml is YAML");
+    let groups: Vec<&str> = file["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .map(|g| g["name"].as_str().expect("a group's name"))
+        .collect();
+    assert!(groups.len() >= 5, "{groups:?}");
+
+    let rendered = helm.template(
+        &[
+            REQUIRED[0],
+            "alerts.enabled=true",
+            "alerts.labels.release=kube-prometheus-stack",
+            "serviceMonitor.enabled=true",
+        ],
+        &[],
+    );
+    let rule = rendered.one("PrometheusRule");
+    assert_eq!(
+        rule["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(rule["metadata"]["namespace"].as_str(), Some(NAMESPACE));
+    let labels = &rule["metadata"]["labels"];
+    assert_eq!(labels["release"].as_str(), Some("kube-prometheus-stack"));
+    assert_eq!(labels["app.kubernetes.io/name"].as_str(), Some("agora"));
+    // The spec is the file: the same groups, rules, expressions and annotation templates.
+    assert_eq!(
+        rule["spec"], file,
+        "the PrometheusRule's spec differs from alerts.yaml"
+    );
+    let rendered_groups: Vec<&str> = rule["spec"]["groups"]
+        .as_sequence()
+        .expect("spec.groups")
+        .iter()
+        .map(|g| g["name"].as_str().expect("a group's name"))
+        .collect();
+    assert_eq!(rendered_groups, groups);
+    assert!(rendered.yaml.contains("{{ $labels.instance }}"));
+    assert!(rendered.yaml.contains("{{ $value | humanizeDuration }}"));
+
+    // The hub's scrape job is the one the rules select, whatever the release is called.
+    let endpoint = &rendered.one("ServiceMonitor")["spec"]["endpoints"][0];
+    let relabel = endpoint["relabelings"]
+        .as_sequence()
+        .expect("relabelings")
+        .iter()
+        .find(|r| r["targetLabel"].as_str() == Some("job"))
+        .expect("a relabeling of job");
+    let job = relabel["replacement"].as_str().expect("the job's name");
+    assert!(
+        text.contains(&format!("absent(up{{job=\"{job}\"}})")),
+        "alerts.yaml does not select job {job}"
+    );
+
+    // The values file with every option sets its own labels.
+    let all = helm.template(&[], &["all-options-values.yaml"]);
+    let rule = all.one("PrometheusRule");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"].as_str(),
+        Some("prometheus")
+    );
+    assert_eq!(rule["spec"], file);
 }

@@ -1,10 +1,13 @@
 //! The hub's Prometheus metrics (`agora_*`), served at `/metrics` in the Prometheus text format.
 //!
 //! Counters and histograms are updated as things happen; the gauges that describe state (jobs by
-//! phase, the queue, nodes, GPUs, heartbeat ages) are recomputed from the store at each scrape, so
-//! every replica reports the same truth and nothing drifts. Counters and histograms of the
-//! background loops (placements, queue waits, lost nodes) grow on the leader only: sum them over
-//! replicas. docs/operations.md says what to alert on.
+//! phase, the queue, nodes, GPUs, heartbeat ages, prices, settlement) are recomputed from the store
+//! at each scrape, so every replica reports the same truth and nothing drifts. So are the totals
+//! the database already keeps (failures, retries, payouts): they are counters whose value is read,
+//! not counted, so they survive restarts and failovers, and every replica reports the same one
+//! (aggregate them with `max`). Counters and histograms of the background loops (placements, queue
+//! waits, lost nodes) grow on the leader only: sum them over replicas. docs/observability.md lists
+//! every metric and the dashboards built on them; docs/operations.md says what to alert on.
 
 use std::{
     collections::BTreeMap,
@@ -23,9 +26,39 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{store::Store, views::node_ready};
+use scheduler::pricing::{PriceBook, PricingParams, effective_price};
+
+use crate::{
+    lifecycle::FailureReason,
+    stakes::StakeBook,
+    store::{Store, StoreError, settlement::SlashState},
+    views::node_ready,
+};
 
 type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// What a scrape needs besides the store: the hub's settings that shape the state metrics, and
+/// the operators' stakes as the settlement loop last read them from the chain.
+pub struct Scrape<'a> {
+    /// A node whose last heartbeat is older is NotReady (`HubSettings::node_timeout`).
+    pub node_timeout_ms: i64,
+    /// How base prices move: their floor for classes not priced yet, and the target utilization.
+    pub pricing: PricingParams,
+    /// `None` without a chain, or before the first read.
+    pub stakes: Option<&'a StakeBook>,
+}
+
+impl Scrape<'_> {
+    /// A scrape of a hub with default pricing and no chain.
+    pub fn new(node_timeout_ms: i64) -> Self {
+        Scrape {
+            node_timeout_ms,
+            pricing: PricingParams::default(),
+            stakes: None,
+        }
+    }
+}
 
 /// Every metric of the hub.
 pub struct Metrics {
@@ -55,6 +88,8 @@ pub struct Metrics {
     gpus: Family<Labels, Gauge>,
     heartbeat_age: Family<Labels, Histogram>,
     settlement_batches: Family<Labels, Gauge>,
+    /// The market's, the jobs' failures and retries, settlement's and the stakes' state metrics.
+    dashboards: DashboardMetrics,
     /// Held while the state metrics are refilled and the text encoded: two scrapes at once would
     /// otherwise interleave their clear-and-refill, and the heartbeat-age histogram, rebuilt by
     /// observing every node, would count nodes twice.
@@ -192,6 +227,7 @@ impl Metrics {
              batches that stay built mean the chain is not taking them (see each batch's lastError)",
             settlement_batches.clone(),
         );
+        let dashboards = DashboardMetrics::register(&mut registry);
         Self {
             registry,
             http_requests,
@@ -213,6 +249,7 @@ impl Metrics {
             gpus,
             heartbeat_age,
             settlement_batches,
+            dashboards,
             render: Mutex::new(()),
             components: Mutex::default(),
         }
@@ -230,18 +267,17 @@ impl Metrics {
     }
 
     /// Refreshes the state gauges from the store and renders every metric.
-    pub async fn render(
-        &self,
-        store: &Store,
-        node_timeout_ms: i64,
-    ) -> Result<String, crate::store::StoreError> {
+    pub async fn render(&self, store: &Store, scrape: &Scrape<'_>) -> Result<String, StoreError> {
+        let node_timeout_ms = scrape.node_timeout_ms;
         let phases = store.job_phase_counts().await?;
         let fleet = store.all_nodes().await?;
         let oldest_queued = store.oldest_queued_since().await?;
         let batches = store.batch_state_counts().await?;
+        let reads = DashboardReads::read(store).await?;
         let now = crate::store::now_ms();
 
         let _rendering = self.render.lock().unwrap_or_else(|e| e.into_inner());
+        self.dashboards.fill(&reads, &fleet, now, scrape)?;
         self.jobs.clear();
         for phase in crds::v1alpha1::JobPhase::ALL {
             let n = phases
@@ -328,7 +364,7 @@ impl Metrics {
                 .iter()
                 .try_for_each(|registry| prometheus_text::encode(&mut out, registry))
         });
-        encoded.map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        encoded.map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(out)
     }
 
@@ -345,6 +381,406 @@ impl Metrics {
     pub fn component_registry() -> Registry {
         Registry::with_prefix("agora")
     }
+}
+
+/// The state metrics the dashboards (charts/agora/dashboards) need beyond the fleet and the queue:
+/// jobs' failures and retries, the market, settlement and stakes. All are refilled at each scrape
+/// from the store (and, for stakes, the chain's book), never counted in memory.
+struct DashboardMetrics {
+    job_failures: Family<Labels, Counter>,
+    job_retries: Family<Labels, Counter>,
+    base_price: Family<Labels, Gauge>,
+    effective_price: Family<Labels, Gauge>,
+    placed_price: Family<Labels, Gauge>,
+    utilization: Family<Labels, FloatGauge>,
+    epoch_utilization: Family<Labels, FloatGauge>,
+    target_utilization: FloatGauge,
+    settlement_receipts: Family<Labels, Gauge>,
+    settlement_amount: Family<Labels, Gauge>,
+    payouts: Family<Labels, Counter>,
+    slashes: Family<Labels, Gauge>,
+    slashed: Family<Labels, Gauge>,
+    stake_operators: Family<Labels, Gauge>,
+    /// Unlabelled, but families, so that they are left out (rather than 0) without a chain.
+    stake_bonded: Family<Labels, Gauge>,
+    stake_min: Family<Labels, Gauge>,
+}
+
+/// What one scrape reads from the store for [`DashboardMetrics`].
+struct DashboardReads {
+    failed: Vec<(String, i64)>,
+    retried: Vec<(String, i64)>,
+    prices: Vec<scheduler::pricing::ClassPrice>,
+    allocated_prices: Vec<(String, String, i64)>,
+    receipts: Vec<(String, String, i64, i64)>,
+    payouts: (i64, i64, i64),
+    slashes: Vec<(String, String, Option<String>)>,
+}
+
+impl DashboardReads {
+    async fn read(store: &Store) -> Result<Self, StoreError> {
+        Ok(Self {
+            failed: store.failed_job_reasons().await?,
+            retried: store.retried_attempt_reasons().await?,
+            prices: store.load_prices().await?,
+            allocated_prices: store.allocated_gpu_prices().await?,
+            receipts: store.receipt_settlement().await?,
+            payouts: store.payout_totals().await?,
+            slashes: store.slash_summaries().await?,
+        })
+    }
+}
+
+impl DashboardMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        fn add<M: prometheus_client::registry::Metric + Clone>(
+            registry: &mut Registry,
+            name: &str,
+            help: &str,
+            metric: M,
+        ) -> M {
+            registry.register(name, help, metric.clone());
+            metric
+        }
+        Self {
+            job_failures: add(
+                registry,
+                "job_failures",
+                "Jobs that ended Failed, by reason (WorkerFailed, NodeLost, DeadlineExceeded, \
+                 VerificationFailed); read from the database, the same on every replica",
+                Family::default(),
+            ),
+            job_retries: add(
+                registry,
+                "job_retries",
+                "Failed job attempts that sent their job back to the queue for another attempt, \
+                 by the failure's reason; read from the database, the same on every replica",
+                Family::default(),
+            ),
+            base_price: add(
+                registry,
+                "market_base_price_micros",
+                "Base price per GPU-hour of each GPU class, in micro-units: the least any job \
+                 placed on the class pays; moves each pricing epoch with the class's utilization",
+                Family::default(),
+            ),
+            effective_price: add(
+                registry,
+                "market_effective_price_micros",
+                "What a one-GPU job of the class would pay per GPU-hour now, in micro-units: the \
+                 base price or the cheapest ask among Ready nodes with a free healthy GPU of the \
+                 class, whichever is higher; no series while the class has no free GPU",
+                Family::default(),
+            ),
+            placed_price: add(
+                registry,
+                "market_placed_price_micros",
+                "Mean price per GPU-hour of the GPUs of the class allocated now (weighted by \
+                 GPU), in micro-units; no series while none is allocated",
+                Family::default(),
+            ),
+            utilization: add(
+                registry,
+                "market_utilization_ratio",
+                "Allocated GPUs over offered ones (healthy GPUs on Ready nodes) of each class, now",
+                Family::default(),
+            ),
+            epoch_utilization: add(
+                registry,
+                "market_epoch_utilization_ratio",
+                "The utilization of each class the last pricing epoch sampled: what moved its \
+                 base price",
+                Family::default(),
+            ),
+            target_utilization: add(
+                registry,
+                "market_target_utilization_ratio",
+                "The utilization at which base prices hold: above it they rise, below it they fall",
+                FloatGauge::default(),
+            ),
+            settlement_receipts: add(
+                registry,
+                "settlement_receipts",
+                "Usage receipts (the latest of each worker) by their node's region and the \
+                 settlement state of their latest sequence: unsettled (in no batch yet) or the \
+                 state of the batch that holds it",
+                Family::default(),
+            ),
+            settlement_amount: add(
+                registry,
+                "settlement_amount_micros",
+                "Receipted money by region and settlement state, in micro-units: what batches in \
+                 each state pay, and what is receipted but in no batch yet (unsettled)",
+                Family::default(),
+            ),
+            payouts: add(
+                registry,
+                "settlement_payouts_micros",
+                "Paid to providers by finalized settlement batches, in micro-units, by kind \
+                 (gross, fee, net = gross - fee); read from the database",
+                Family::default(),
+            ),
+            slashes: add(
+                registry,
+                "settlement_slashes",
+                "Slashes asked of the settlement contract, by state (pending, posted, failed) \
+                 and reason (fraud, cheating, downtime)",
+                Family::default(),
+            ),
+            slashed: add(
+                registry,
+                "settlement_slashed_micros",
+                "Stake the contract took by posted slashes, by reason, in micro-units",
+                Family::default(),
+            ),
+            stake_operators: add(
+                registry,
+                "stake_operators",
+                "Operators in the settlement contract by standing: active, below_min (less \
+                 bonded than min_stake: no new work) or jailed; no series without a chain",
+                Family::default(),
+            ),
+            stake_bonded: add(
+                registry,
+                "stake_bonded_micros",
+                "Stake bonded by all operators, in micro-units; no series without a chain",
+                Family::default(),
+            ),
+            stake_min: add(
+                registry,
+                "stake_min_micros",
+                "The least stake an operator needs for its nodes to get new work, in \
+                 micro-units; no series without a chain",
+                Family::default(),
+            ),
+        }
+    }
+
+    /// Refills every metric from `reads`, the fleet as the scrape read it and `scrape`.
+    fn fill(
+        &self,
+        reads: &DashboardReads,
+        fleet: &[crate::store::NodeRow],
+        now: i64,
+        scrape: &Scrape<'_>,
+    ) -> Result<(), StoreError> {
+        // Every reason is always present, so a rate over one that never happened reads 0.
+        let counted =
+            |family: &Family<Labels, Counter>, reasons: &[&str], rows: &[(String, i64)]| {
+                family.clear();
+                for reason in reasons {
+                    family
+                        .get_or_create(&vec![("reason", (*reason).to_string())])
+                        .inc_by(0);
+                }
+                for (reason, n) in rows {
+                    family
+                        .get_or_create(&vec![("reason", reason.clone())])
+                        .inc_by(count(*n));
+                }
+            };
+        let failure_reasons: Vec<&str> = FailureReason::ALL.iter().map(|r| r.as_str()).collect();
+        let retry_reasons: Vec<&str> = FailureReason::ALL
+            .iter()
+            .filter(|r| r.retryable())
+            .map(|r| r.as_str())
+            .collect();
+        counted(&self.job_failures, &failure_reasons, &reads.failed);
+        counted(&self.job_retries, &retry_reasons, &reads.retried);
+
+        self.fill_market(reads, fleet, now, scrape)?;
+
+        self.settlement_receipts.clear();
+        self.settlement_amount.clear();
+        for (region, state, receipts, amount) in &reads.receipts {
+            let labels = vec![("region", region.clone()), ("state", state.clone())];
+            self.settlement_receipts
+                .get_or_create(&labels)
+                .set(*receipts);
+            self.settlement_amount.get_or_create(&labels).set(*amount);
+        }
+        let (gross, fee, net) = reads.payouts;
+        self.payouts.clear();
+        for (kind, value) in [("gross", gross), ("fee", fee), ("net", net)] {
+            self.payouts
+                .get_or_create(&vec![("kind", kind.to_string())])
+                .inc_by(count(value));
+        }
+
+        self.slashes.clear();
+        self.slashed.clear();
+        for reason in crate::slashing::REASONS {
+            self.slashed
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .set(0);
+            for state in SlashState::ALL {
+                self.slashes
+                    .get_or_create(&vec![
+                        ("state", state.as_str().to_string()),
+                        ("reason", reason.to_string()),
+                    ])
+                    .set(0);
+            }
+        }
+        for (state, reason, amount) in &reads.slashes {
+            self.slashes
+                .get_or_create(&vec![("state", state.clone()), ("reason", reason.clone())])
+                .inc();
+            if state == SlashState::Posted.as_str()
+                && let Some(amount) = amount
+            {
+                // The amount is what the chain's events said: one that does not read as a number
+                // is left out of the sum (and said so) rather than failing the whole scrape.
+                match amount.parse::<u128>() {
+                    Ok(taken) => {
+                        self.slashed
+                            .get_or_create(&vec![("reason", reason.clone())])
+                            .inc_by(saturating(taken));
+                    }
+                    Err(_) => tracing::warn!(amount, "a posted slash's amount is not an integer"),
+                }
+            }
+        }
+
+        self.stake_operators.clear();
+        self.stake_bonded.clear();
+        self.stake_min.clear();
+        if let Some(book) = scrape.stakes {
+            let mut standing = [("active", 0), ("below_min", 0), ("jailed", 0)];
+            let mut bonded: u128 = 0;
+            for operator in book.operators.values() {
+                bonded = bonded.saturating_add(operator.bonded);
+                let slot = if operator.jailed {
+                    2
+                } else if operator.bonded < book.min_stake {
+                    1
+                } else {
+                    0
+                };
+                standing[slot].1 += 1;
+            }
+            for (state, n) in standing {
+                self.stake_operators
+                    .get_or_create(&vec![("state", state.to_string())])
+                    .set(n);
+            }
+            self.stake_bonded
+                .get_or_create(&Vec::new())
+                .set(saturating(bonded));
+            self.stake_min
+                .get_or_create(&Vec::new())
+                .set(saturating(book.min_stake));
+        }
+        Ok(())
+    }
+
+    /// Base, effective and placed prices and utilization per GPU class.
+    fn fill_market(
+        &self,
+        reads: &DashboardReads,
+        fleet: &[crate::store::NodeRow],
+        now: i64,
+        scrape: &Scrape<'_>,
+    ) -> Result<(), StoreError> {
+        let book = PriceBook::restore(scrape.pricing, reads.prices.clone())
+            .map_err(|e| StoreError::Corrupt(format!("saved base prices: {e}")))?;
+        self.target_utilization
+            .set(f64::from(scrape.pricing.target_utilization_bps) / 10_000.0);
+
+        // The classes: every priced one and every one the fleet offers (priced at the initial
+        // price until its first epoch).
+        let mut classes: BTreeMap<String, ClassView> = BTreeMap::new();
+        for price in &reads.prices {
+            classes
+                .entry(price.class.clone())
+                .or_default()
+                .epoch_utilization = Some(f64::from(price.utilization_bps) / 10_000.0);
+        }
+        let mut model_of: std::collections::HashMap<(&str, &str), &str> = Default::default();
+        for node in fleet {
+            let ready = node_ready(node.last_heartbeat, now, scrape.node_timeout_ms);
+            for gpu in &node.gpus {
+                model_of.insert((node.name.as_str(), gpu.uuid.as_str()), gpu.model.as_str());
+                let view = classes.entry(gpu.model.clone()).or_default();
+                if ready && gpu.healthy && !node.allocated.contains(&gpu.uuid) {
+                    view.cheapest_free = Some(
+                        view.cheapest_free
+                            .map_or(node.price_micros, |p| p.min(node.price_micros)),
+                    );
+                }
+            }
+        }
+        // Utilization exactly as the pricing epoch samples it.
+        for usage in crate::market::usage(fleet, now, scrape.node_timeout_ms) {
+            if usage.offered_gpu_ms > 0 {
+                classes.entry(usage.class).or_default().utilization =
+                    Some(usage.allocated_gpu_ms as f64 / usage.offered_gpu_ms as f64);
+            }
+        }
+        for (node, uuid, price) in &reads.allocated_prices {
+            if let Some(model) = model_of.get(&(node.as_str(), uuid.as_str()))
+                && let Some(view) = classes.get_mut(*model)
+            {
+                view.placed_gpus += 1;
+                view.placed_price_sum += i128::from(*price);
+            }
+        }
+
+        self.base_price.clear();
+        self.effective_price.clear();
+        self.placed_price.clear();
+        self.utilization.clear();
+        self.epoch_utilization.clear();
+        for (class, view) in classes {
+            let labels = vec![("class", class.clone())];
+            let base = book.base_price(&class);
+            self.base_price
+                .get_or_create(&labels)
+                .set(saturating(u128::from(base)));
+            if let Some(ask) = view.cheapest_free {
+                self.effective_price
+                    .get_or_create(&labels)
+                    .set(saturating(u128::from(effective_price(ask, base))));
+            }
+            if view.placed_gpus > 0 {
+                let mean = view.placed_price_sum / i128::from(view.placed_gpus);
+                self.placed_price
+                    .get_or_create(&labels)
+                    .set(i64::try_from(mean).unwrap_or(i64::MAX));
+            }
+            if let Some(now) = view.utilization {
+                self.utilization.get_or_create(&labels).set(now);
+            }
+            if let Some(sampled) = view.epoch_utilization {
+                self.epoch_utilization.get_or_create(&labels).set(sampled);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One GPU class as a scrape sees it.
+#[derive(Default)]
+struct ClassView {
+    /// Allocated over offered GPUs (healthy, on Ready nodes) now; `None` when none is offered.
+    utilization: Option<f64>,
+    /// The lowest ask among Ready nodes with a free healthy GPU of the class.
+    cheapest_free: Option<u64>,
+    /// GPUs held by live assignments, and the sum of their prices per GPU-hour.
+    placed_gpus: u64,
+    placed_price_sum: i128,
+    /// What the last pricing epoch sampled, for a priced class.
+    epoch_utilization: Option<f64>,
+}
+
+/// A database count as a counter increment (a negative count cannot happen; it reads 0).
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// Micro-units as a gauge value, saturating: stakes may exceed 64 bits.
+fn saturating(micros: u128) -> i64 {
+    i64::try_from(micros).unwrap_or(i64::MAX)
 }
 
 /// The time from `at_ms` (a store time, Unix ms) to `now_ms`; zero for a time in the future, which

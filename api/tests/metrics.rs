@@ -5,7 +5,12 @@ mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use api::{HubSettings, liveness, metrics::Metrics, scheduling, store::now_ms};
+use api::{
+    HubSettings, liveness,
+    metrics::{Metrics, Scrape},
+    scheduling,
+    store::now_ms,
+};
 use common::*;
 use serde_json::json;
 
@@ -229,7 +234,7 @@ backend_tests! {
         let metrics = Metrics::new();
         metrics.observe_placement(Duration::from_millis(40), Duration::from_micros(800));
         metrics.observe_placement(Duration::from_secs(90), Duration::from_millis(3));
-        let text = metrics.render(&store, 20_000).await.unwrap();
+        let text = metrics.render(&store, &Scrape::new(20_000)).await.unwrap();
 
         let wait = "agora_job_queue_wait_seconds";
         assert_eq!(sample(&text, &format!("{wait}_count"), &[]), Some(2.0), "{text}");
@@ -310,5 +315,152 @@ backend_tests! {
         assert_eq!(sample(&after, "agora_nodes_lost_total", &[]), Some(1.0), "{after}");
         assert_eq!(sample(&after, "agora_queue_length", &[]), Some(0.0), "{after}");
         assert_eq!(sample(&after, "agora_queue_oldest_wait_seconds", &[]), Some(0.0), "{after}");
+    }
+
+    async fn failures_and_retries_are_counted_by_reason_from_the_database(store: Store) {
+        let (app, state, key) = app(&store, "team-a").await;
+        let empty = scrape(&app).await;
+        assert_eq!(metric_type(&empty, "agora_job_failures_total"), Some("counter"), "{empty}");
+        assert_eq!(metric_type(&empty, "agora_job_retries_total"), Some("counter"), "{empty}");
+        // Every reason is there before anything failed, so a rate over it reads 0, not nothing.
+        for reason in ["WorkerFailed", "NodeLost", "DeadlineExceeded", "VerificationFailed"] {
+            assert_eq!(sample(&empty, "agora_job_failures_total", &[("reason", reason)]), Some(0.0), "{empty}");
+        }
+        assert_eq!(sample(&empty, "agora_job_retries_total", &[("reason", "WorkerFailed")]), Some(0.0), "{empty}");
+        assert_eq!(sample(&empty, "agora_job_retries_total", &[("reason", "DeadlineExceeded")]), None, "never retried: {empty}");
+
+        let a = register(&app, &registration("gn-a", "eu-west", 1, "1.00")).await;
+        let b = register(&app, &registration("gn-b", "us-east", 1, "1.50")).await;
+        let mut spec = sleep_spec(60);
+        spec["retry"] = json!({"maxAttempts": 2});
+        let job = submit(&app, &key, &spec).await;
+
+        // Attempt 1 fails on gn-a: the job is retried.
+        assert_eq!(scheduling::schedule_once(&state).await.unwrap(), 1);
+        let first = assignment_of(&poll(&app, &a).await, &job);
+        assert_eq!(report(&app, &a, &first, "Failed", Some(3), Some("boom")).await.status, 204);
+        let retried = scrape(&app).await;
+        assert_eq!(sample(&retried, "agora_job_retries_total", &[("reason", "WorkerFailed")]), Some(1.0), "{retried}");
+        assert_eq!(total(&retried, "agora_job_failures_total", &[]), 0.0, "not failed yet: {retried}");
+
+        // Attempt 2 fails on gn-b, the last one allowed: the job fails.
+        assert_eq!(scheduling::schedule_once(&state).await.unwrap(), 1);
+        let second = assignment_of(&poll(&app, &b).await, &job);
+        assert_eq!(report(&app, &b, &second, "Failed", Some(3), Some("boom")).await.status, 204);
+        let failed = scrape(&app).await;
+        assert_eq!(get_job(&app, &key, &job).await["status"]["phase"], "Failed");
+        assert_eq!(sample(&failed, "agora_job_failures_total", &[("reason", "WorkerFailed")]), Some(1.0), "{failed}");
+        assert_eq!(sample(&failed, "agora_job_retries_total", &[("reason", "WorkerFailed")]), Some(1.0), "the last attempt is a failure, not a retry: {failed}");
+        assert_eq!(total(&failed, "agora_job_failures_total", &[]), 1.0, "{failed}");
+    }
+
+    async fn the_market_shows_base_effective_and_placed_prices_and_utilization_by_class(store: Store) {
+        let (app, state, key) = app(&store, "team-a").await;
+        let empty = scrape(&app).await;
+        assert_eq!(sample(&empty, "agora_market_target_utilization_ratio", &[]), Some(0.8), "{empty}");
+        assert_eq!(total(&empty, "agora_market_base_price_micros", &[]), 0.0, "no class yet: {empty}");
+
+        register(&app, &registration("gn-a", "eu-west", 2, "1.00")).await;
+        register(&app, &registration("gn-b", "us-east", 1, "1.50")).await;
+        let class = [("class", "H100-80GB")];
+        let offered = scrape(&app).await;
+        // A class not priced by an epoch yet is at the initial price (the floor by default).
+        assert_eq!(sample(&offered, "agora_market_base_price_micros", &class), Some(10_000.0), "{offered}");
+        assert_eq!(sample(&offered, "agora_market_effective_price_micros", &class), Some(1_000_000.0), "the cheapest free ask: {offered}");
+        assert_eq!(sample(&offered, "agora_market_utilization_ratio", &class), Some(0.0), "{offered}");
+        assert_eq!(sample(&offered, "agora_market_placed_price_micros", &class), None, "nothing placed: {offered}");
+        assert_eq!(sample(&offered, "agora_market_epoch_utilization_ratio", &class), None, "no epoch yet: {offered}");
+
+        // Two one-GPU jobs take gn-a's two GPUs at its ask; gn-b's is the cheapest left.
+        submit(&app, &key, &sleep_spec(60)).await;
+        submit(&app, &key, &sleep_spec(60)).await;
+        assert_eq!(scheduling::schedule_once(&state).await.unwrap(), 2);
+        let placed = scrape(&app).await;
+        assert_eq!(sample(&placed, "agora_market_placed_price_micros", &class), Some(1_000_000.0), "{placed}");
+        assert_eq!(sample(&placed, "agora_market_effective_price_micros", &class), Some(1_500_000.0), "{placed}");
+        let utilization = sample(&placed, "agora_market_utilization_ratio", &class).unwrap();
+        assert!((utilization - 2.0 / 3.0).abs() < 1e-9, "{placed}");
+
+        // An epoch at 2/3 utilization, under the 80 % target: the price stays at its floor, and
+        // the epoch's sample is shown.
+        api::market::advance_epoch(&state).await.unwrap();
+        let epoch = scrape(&app).await;
+        let sampled = sample(&epoch, "agora_market_epoch_utilization_ratio", &class).unwrap();
+        assert!((sampled - 0.6667).abs() < 1e-9, "basis points, rounded: {epoch}");
+        assert_eq!(sample(&epoch, "agora_market_base_price_micros", &class), Some(10_000.0), "{epoch}");
+    }
+
+    async fn settlement_shows_receipts_and_money_by_region_and_state(store: Store) {
+        let (app, state, key) = app(&store, "team-a").await;
+        let mut node = registration("gn-a", "eu-west", 1, "2.00");
+        node["operatorAddress"] = json!("agora1zqqqqqqqqq");
+        let token = register(&app, &node).await;
+        let job = submit(&app, &key, &sleep_spec(60)).await;
+        assert_eq!(scheduling::schedule_once(&state).await.unwrap(), 1);
+        poll(&app, &token).await;
+        let row = store.job_assignments(&job, 1).await.unwrap().remove(0);
+        let empty = scrape(&app).await;
+        assert_eq!(total(&empty, "agora_settlement_receipts", &[]), 0.0, "{empty}");
+        for kind in ["gross", "fee", "net"] {
+            assert_eq!(sample(&empty, "agora_settlement_payouts_micros_total", &[("kind", kind)]), Some(0.0), "{empty}");
+        }
+        assert_eq!(sample(&empty, "agora_settlement_slashes", &[("state", "pending"), ("reason", "fraud")]), Some(0.0), "{empty}");
+        assert_eq!(sample(&empty, "agora_stake_bonded_micros", &[]), None, "no chain, no stakes: {empty}");
+
+        let first = receipted(&app, &token, &row, 5).await;
+        let eu = |state: &'static str| [("region", "eu-west"), ("state", state)];
+        let unsettled = scrape(&app).await;
+        assert_eq!(sample(&unsettled, "agora_settlement_receipts", &eu("unsettled")), Some(1.0), "{unsettled}");
+        assert_eq!(sample(&unsettled, "agora_settlement_amount_micros", &eu("unsettled")), Some(first.amount_micros() as f64), "{unsettled}");
+
+        // A batch settles the first receipt; a later one is receipted for more.
+        let leaf = api::store::settlement::NewLeaf {
+            assignment_id: row.id.clone(),
+            job_id: row.job_id.clone(),
+            sequence: first.sequence,
+            amount_micros: first.amount_micros(),
+            paid_micros: first.amount_micros(),
+            body: hex::encode(first.encode().unwrap()),
+            provider: "agora1zqqqqqqqqq".into(),
+            payer: "agora1yqqqqqqqqq".into(),
+        };
+        let totals = json!([{"address": "agora1zqqqqqqqqq", "amount": first.amount_micros().to_string()}]);
+        let batch = api::store::settlement::NewBatch {
+            id: "epoch-1".into(),
+            period_from_ms: 0,
+            period_to_ms: 1,
+            root: "00".repeat(32),
+            provider_totals: totals.clone(),
+            payer_totals: totals,
+            leaves: vec![leaf],
+        };
+        assert!(store.record_batch(&batch).await.unwrap());
+        let built = scrape(&app).await;
+        assert_eq!(sample(&built, "agora_settlement_receipts", &eu("built")), Some(1.0), "{built}");
+        assert_eq!(sample(&built, "agora_settlement_receipts", &eu("unsettled")), Some(0.0), "{built}");
+        assert_eq!(sample(&built, "agora_settlement_amount_micros", &eu("built")), Some(first.amount_micros() as f64), "{built}");
+        assert_eq!(sample(&built, "agora_settlement_amount_micros", &eu("unsettled")), Some(0.0), "all receipted money is in a batch: {built}");
+
+        let later = receipted(&app, &token, &row, 20).await;
+        let rest = later.amount_micros() - first.amount_micros();
+        let more = scrape(&app).await;
+        assert_eq!(sample(&more, "agora_settlement_receipts", &eu("unsettled")), Some(1.0), "the latest receipt is in no batch: {more}");
+        assert_eq!(sample(&more, "agora_settlement_receipts", &eu("built")), Some(0.0), "the batch holds an earlier sequence only: {more}");
+        assert_eq!(sample(&more, "agora_settlement_amount_micros", &eu("built")), Some(first.amount_micros() as f64), "{more}");
+        assert_eq!(sample(&more, "agora_settlement_amount_micros", &eu("unsettled")), Some(rest as f64), "{more}");
+
+        // A slash asked of the contract shows as pending, by reason.
+        store
+            .insert_slash(&api::store::settlement::NewSlash {
+                id: "slash-1".into(),
+                operator: "agora1zqqqqqqqqq".into(),
+                reason: "cheating".into(),
+                evidence: "{}".into(),
+            })
+            .await
+            .unwrap();
+        let slashed = scrape(&app).await;
+        assert_eq!(sample(&slashed, "agora_settlement_slashes", &[("state", "pending"), ("reason", "cheating")]), Some(1.0), "{slashed}");
+        assert_eq!(total(&slashed, "agora_settlement_slashes", &[]), 1.0, "{slashed}");
     }
 }

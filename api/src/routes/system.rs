@@ -42,8 +42,13 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let timeout_ms = state.settings.node_timeout.as_millis() as i64;
-    let text = state.metrics.render(&state.store, timeout_ms).await?;
+    let stakes = state.stakes.snapshot();
+    let scrape = crate::metrics::Scrape {
+        node_timeout_ms: state.settings.node_timeout.as_millis() as i64,
+        pricing: state.market.params(),
+        stakes: stakes.as_deref(),
+    };
+    let text = state.metrics.render(&state.store, &scrape).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
