@@ -56,6 +56,9 @@ pub enum Command {
     /// Benchmarks: figures beside baselines measured in the same run.
     #[command(subcommand)]
     Bench(crate::bench::Bench),
+    /// Replay a workload trace (or a generated one) against a simulated fleet through the hub's
+    /// scheduler and market in virtual time, and report waits, utilization, prices and latency.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -331,6 +334,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(bench) => crate::bench::run(bench).await,
+        Command::Simulate(args) => crate::simulate::run(args),
         Command::Gpus(args) => crate::gpus::run(&args, &mut std::io::stdout()),
         Command::Openapi => {
             println!(

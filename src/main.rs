@@ -10,6 +10,7 @@ mod cli;
 mod dev;
 mod gpus;
 mod kubernetes;
+mod simulate;
 
 use clap::Parser;
 

@@ -124,7 +124,7 @@ pub fn place_single(
 }
 
 /// The regions a request accepts: those it names (unknown names match nothing), or every region.
-pub(crate) fn wanted_regions(index: &Index, request: &Request) -> Vec<Name> {
+pub fn wanted_regions(index: &Index, request: &Request) -> Vec<Name> {
     if request.regions.is_empty() {
         index.region_ids().collect()
     } else {
@@ -137,7 +137,7 @@ pub(crate) fn wanted_regions(index: &Index, request: &Request) -> Vec<Name> {
 }
 
 /// The GPU models a request accepts: those it names (unknown names match nothing), or every model.
-pub(crate) fn wanted_models(index: &Index, request: &Request) -> Vec<Name> {
+pub fn wanted_models(index: &Index, request: &Request) -> Vec<Name> {
     if request.models.is_empty() {
         index.model_ids().collect()
     } else {
