@@ -30,10 +30,10 @@ const BATCH: u32 = 256;
 
 /// How long the scheduling loop trusts its copy of the fleet. Within a cycle the copy is exact for
 /// what the loop itself did (its placements are marked in it); what others change — GPUs freed by
-/// ended workers, nodes joining, leaving or changing inventory — is read back at most this late,
-/// and at once when a job does not fit and this replica saw the fleet change since the copy was
-/// read ([`AppState::fleet_changed`]). Changes that reach other replicas are seen at the next
-/// reload: a cycle runs at least every `schedule_interval`.
+/// ended workers, nodes joining, leaving or changing inventory — is read back at the next cycle
+/// once this replica saw it ([`AppState::fleet_changed`], also bumped by the leader's watch of
+/// changes made through other replicas), and in any case at most this late. A fleet at rest is
+/// read once a second, however many jobs arrive.
 const FLEET_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// How often the leader looks at the queue and the fleet for changes it was not woken for: jobs
@@ -266,13 +266,13 @@ async fn cycle(
 ) -> Result<Cycle, StoreError> {
     let started = Instant::now();
     let mut fresh = false;
+    // A copy older than the fleet's last known change is read again before deciding: GPUs freed
+    // or a node back since it was read would otherwise stay invisible for up to FLEET_MAX_AGE, and
+    // a job arriving meanwhile would be placed on a worse node than the one just freed. A fresh
+    // read also looks at the whole queue again, since room may have come back.
+    let generation = state.fleet_changes.load(Ordering::Relaxed);
     match fleet.as_mut() {
-        Some(copy) if copy.loaded.elapsed() <= FLEET_MAX_AGE => {
-            if copy.generation != state.fleet_changes.load(Ordering::Relaxed) {
-                // Room may have come back: look at the whole queue again.
-                copy.considered_through = None;
-            }
-        }
+        Some(copy) if copy.loaded.elapsed() <= FLEET_MAX_AGE && copy.generation == generation => {}
         _ => {
             *fleet = Some(Fleet::load(state).await?);
             fresh = true;
