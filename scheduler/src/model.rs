@@ -131,6 +131,9 @@ pub struct Unschedulable {
     pub workers_that_fit: u32,
     pub workers: u32,
     pub capability: String,
+    /// A gang whose workers would fit, but whose best layout found puts a pair of them beyond the
+    /// job's own link bounds: those bounds as the spec names them (`maxLatencyMs 50`).
+    pub unmet_link_bounds: Option<String>,
 }
 
 impl fmt::Display for Unschedulable {
@@ -152,7 +155,13 @@ impl fmt::Display for Unschedulable {
         if !reasons.is_empty() {
             write!(f, ": {}", reasons.join(", "))?;
         }
-        if self.workers > 1 && self.workers_that_fit > 0 {
+        if let Some(bounds) = &self.unmet_link_bounds {
+            write!(
+                f,
+                "; no layout of the {} workers found keeps every pair of them within {bounds}",
+                self.workers
+            )?;
+        } else if self.workers > 1 && self.workers_that_fit > 0 {
             write!(
                 f,
                 "; only {} of {} workers fit",

@@ -19,7 +19,7 @@ use crate::{
     gang,
     index::{Index, Name, NodeKey},
     inputs::{BasePrices, Network},
-    model::{Rejection, Request, Unschedulable},
+    model::{Request, Unschedulable},
     place::Slot,
     single::{explain, fitting, node_filter, wanted_models, wanted_regions},
 };
@@ -90,10 +90,15 @@ pub fn place_gang(
         .map_err(|_| explain(index, network, prices, request))?;
     let chosen: Vec<usize> = layout.stages.iter().flatten().copied().collect();
     if violates_bounds(&chosen, &shortlist, network, request) {
-        let mut why = explain(index, network, prices, request);
-        *why.rejections.entry(Rejection::TooFar).or_default() += 1;
-        why.workers_that_fit = 0;
-        return Err(why);
+        // Enough nodes fit on their own; only the links between them fail the job's bounds.
+        return Err(Unschedulable {
+            nodes: index.len() as u32,
+            workers: request.workers,
+            workers_that_fit: shortlist.len() as u32,
+            capability: request.capability.clone(),
+            unmet_link_bounds: Some(link_bounds(request)),
+            ..Unschedulable::default()
+        });
     }
     let mut slots = Vec::with_capacity(workers);
     for (rank, &device) in chosen.iter().enumerate() {
@@ -243,6 +248,21 @@ fn violates_bounds(
                     .is_some_and(|min| !at_most(f64::from(min), mbps))
         })
     })
+}
+
+/// The request's bounds on the links between its workers, as the spec names them.
+fn link_bounds(request: &Request) -> String {
+    let latency = request
+        .max_latency_ms
+        .map(|ms| format!("maxLatencyMs {ms}"));
+    let bandwidth = request
+        .min_bandwidth_mbps
+        .map(|mbps| format!("minBandwidthMbps {mbps}"));
+    [latency, bandwidth]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// `value ≤ bound`, false when either is NaN (an unknown estimate cannot be shown to meet a bound).

@@ -277,7 +277,10 @@ pub fn explain(
             if matching.iter().filter(|(_, allocated)| !allocated).count() < per_worker {
                 return Some(Rejection::TooFewFreeGpus);
             }
-            if let Some(max) = request.max_latency_ms {
+            // A gang's bound without users is on the links between its workers, not a node's
+            // own: `place_gang` reports that one.
+            let gang_links_only = request.workers > 1 && request.user_region.is_none();
+            if let Some(max) = request.max_latency_ms.filter(|_| !gang_links_only) {
                 let latency = request
                     .user_region
                     .as_deref()

@@ -118,7 +118,17 @@ fn a_gang_that_must_split_does_so_unless_its_bounds_forbid_it() {
     let mut bounded = gang(4);
     bounded.max_latency_ms = Some(50);
     let err = place(&mut index, &net, &AskOnly, &bounded, &Weights::default()).unwrap_err();
-    assert!(err.rejections.contains_key(&Rejection::TooFar), "{err}");
+    assert_eq!(err.unmet_link_bounds.as_deref(), Some("maxLatencyMs 50"));
+    assert!(
+        err.to_string().ends_with(
+            "no layout of the 4 workers found keeps every pair of them within maxLatencyMs 50"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.rejections.contains_key(&Rejection::TooFar),
+        "no users to be far from: {err}"
+    );
     assert_eq!(
         index.iter().map(|(_, e)| e.free_total()).sum::<usize>(),
         4,
@@ -127,7 +137,11 @@ fn a_gang_that_must_split_does_so_unless_its_bounds_forbid_it() {
 
     let mut fat_pipes = gang(4);
     fat_pipes.min_bandwidth_mbps = Some(500);
-    assert!(place(&mut index, &net, &AskOnly, &fat_pipes, &Weights::default()).is_err());
+    let err = place(&mut index, &net, &AskOnly, &fat_pipes, &Weights::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("within minBandwidthMbps 500"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -576,6 +576,7 @@ impl Hub<'_> {
                 scheduler::release(&mut self.idle, &slots);
                 Ok(())
             }
+            Err(why) if why.unmet_link_bounds.is_some() => Err("LinkBounds"),
             Err(why) => Err(why
                 .rejections
                 .iter()

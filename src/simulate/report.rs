@@ -83,7 +83,8 @@ pub struct KindFigures {
 }
 
 /// Jobs that did not finish, by reason: the scheduler's main rejection for unplaceable jobs
-/// (`TooExpensive`, `NoMatchingGpu`, `TooFar`, …), `NodeLost` for jobs whose attempts all died
+/// (`TooExpensive`, `NoMatchingGpu`, `TooFar`, …; `LinkBounds` for a gang whose workers fit but
+/// whose links miss its own latency or bandwidth bound), `NodeLost` for jobs whose attempts all died
 /// with their nodes, and `StillQueued` for jobs waiting at the end.
 #[derive(Clone, Debug, Serialize)]
 pub struct Failures {
