@@ -314,6 +314,17 @@ fn every_option_renders_as_documented() {
         monitor["spec"]["podMetricsEndpoints"][0]["port"].as_str(),
         Some("metrics")
     );
+    // The Node fleet dashboard filters agents by the release's region.
+    let relabelings = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]
+        .as_sequence()
+        .expect("relabelings");
+    assert!(
+        relabelings
+            .iter()
+            .any(|r| r["targetLabel"].as_str() == Some("region")
+                && r["replacement"].as_str() == Some(REGION)),
+        "{relabelings:?}"
+    );
     // The kubernetes executor needs the API: the token is mounted and RBAC granted.
     assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(true));
 }
