@@ -107,11 +107,14 @@ pub async fn advance_epoch_fenced(
     fence: Option<&Fence>,
 ) -> Result<Option<Vec<ClassPrice>>, StoreError> {
     let rows = state.store.all_nodes().await?;
-    let usage = usage(
-        &rows,
-        now_ms(),
-        state.settings.node_timeout.as_millis() as i64,
-    );
+    let now = now_ms();
+    let epoch_ms = i64::try_from(state.settings.price_epoch.as_millis()).unwrap_or(i64::MAX);
+    let placed = state
+        .store
+        .gpus_placed_since(now.saturating_sub(epoch_ms))
+        .await?;
+    let mut usage = usage(&rows, now, state.settings.node_timeout.as_millis() as i64);
+    count_placed(&mut usage, &rows, &placed);
     let prices = {
         let mut book = state.market.lock();
         book.advance_epoch(&usage);
@@ -122,6 +125,28 @@ pub async fn advance_epoch_fenced(
     } else {
         reload(state).await?;
         Ok(None)
+    }
+}
+
+/// Adds to each class of `usage` the GPUs `placed` (node, GPU UUIDs) on it: whether jobs still
+/// took the class at its price this epoch (`ClassUsage::placed_gpus`).
+fn count_placed(usage: &mut [ClassUsage], rows: &[NodeRow], placed: &[(String, Vec<String>)]) {
+    let model_of: std::collections::HashMap<(&str, &str), &str> = rows
+        .iter()
+        .flat_map(|n| {
+            n.gpus
+                .iter()
+                .map(|g| ((n.name.as_str(), g.uuid.as_str()), g.model.as_str()))
+        })
+        .collect();
+    for (node, gpus) in placed {
+        for gpu in gpus {
+            if let Some(model) = model_of.get(&(node.as_str(), gpu.as_str()))
+                && let Some(class) = usage.iter_mut().find(|u| u.class == *model)
+            {
+                class.placed_gpus += 1;
+            }
+        }
     }
 }
 
@@ -146,6 +171,7 @@ pub fn usage(rows: &[NodeRow], now: i64, timeout_ms: i64) -> Vec<ClassUsage> {
             class: class.to_string(),
             allocated_gpu_ms: allocated,
             offered_gpu_ms: offered,
+            placed_gpus: 0,
         })
         .collect()
 }

@@ -47,6 +47,26 @@ backend_tests! {
         assert_eq!(again.body["items"], listed.body["items"], "prices are persisted");
     }
 
+    async fn a_class_kept_busy_by_earlier_work_holds_its_price_until_jobs_take_it_again(store: Store) {
+        let settings = HubSettings { price_epoch: std::time::Duration::from_millis(300), ..HubSettings::default() };
+        let (app, state, key) = app_with(&store, "team-a", settings).await;
+        register(&app, &registration("gn-a", "eu-west", 2, "1.00")).await;
+        submit(&app, &key, &sleep_spec(600)).await;
+        assert_eq!(api::scheduling::schedule_once(&state).await.unwrap(), 1);
+        // Placed in this epoch: 50% < 80%, the price falls (it starts at the floor, so it stays).
+        api::market::advance_epoch(&state).await.unwrap();
+        submit(&app, &key, &sleep_spec(600)).await;
+        assert_eq!(api::scheduling::schedule_once(&state).await.unwrap(), 1);
+        let rose = api::market::advance_epoch(&state).await.unwrap();
+        assert_eq!((rose[0].utilization_bps, rose[0].change_bps), (10_000, 1_250), "full, and a job took it");
+        // Still full, but only with work placed epochs ago: nobody takes the class at its price
+        // any more, so raising it would deter nobody. It holds.
+        clock_passes(api::store::now_ms() + 400).await;
+        let held = api::market::advance_epoch(&state).await.unwrap();
+        assert_eq!((held[0].utilization_bps, held[0].change_bps), (10_000, 0), "{held:?}");
+        assert_eq!(held[0].base_micros, rose[0].base_micros);
+    }
+
     async fn a_quote_prices_and_places_without_writing_anything(store: Store) {
         let (app, _, key) = app(&store, "team-a").await;
         register(&app, &registration("gn-cheap", "eu-west", 1, "1.20")).await;

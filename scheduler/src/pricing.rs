@@ -41,6 +41,18 @@
 //! and base price is a scarcity premium that also goes to the provider. That premium is the signal
 //! that draws more hardware into the classes that are short of it.
 //!
+//! # Rising only while jobs take the class
+//!
+//! Utilization above the target raises the price only in an epoch in which jobs were still placed
+//! on the class (`ClassUsage::placed_gpus > 0`); otherwise the price holds. The base price is a
+//! reserve: once no job takes the class at it — everything pending is priced out, or nothing is
+//! pending — raising it further deters nobody, and long jobs that keep the class above the target
+//! would otherwise drive it up epoch after epoch, far past every job's maximum, to be walked back
+//! down ±12.5% at a time once they end (`agora simulate` showed it: in a 1,000-node run an H200
+//! class climbed from the floor to 8.59 per GPU-hour while long jobs held it above the target). Falling is never held back: an idle class
+//! needs no buyer to get cheaper. EIP-1559 has no such rule because every block's demand is new;
+//! here most of the utilization is work placed epochs ago.
+//!
 //! # Why per GPU class
 //!
 //! Demand and supply differ per GPU model: an H100 shortage says nothing about consumer cards,
@@ -222,6 +234,10 @@ pub struct ClassUsage {
     pub class: String,
     pub allocated_gpu_ms: u64,
     pub offered_gpu_ms: u64,
+    /// GPUs of the class newly placed during the epoch: whether jobs still took the class at its
+    /// price (see "Rising only while jobs take the class" in the module docs).
+    #[serde(default)]
+    pub placed_gpus: u64,
 }
 
 /// One class's base price and what the last epoch did to it.
@@ -330,17 +346,18 @@ impl PriceBook {
     /// Closes an epoch: moves each class's price by its utilization (see the module docs).
     /// Classes absent from `usage`, or offered no capacity, keep their price.
     pub fn advance_epoch(&mut self, usage: &[ClassUsage]) {
-        let mut totals: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        let mut totals: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
         for entry in usage {
             let total = totals.entry(entry.class.as_str()).or_default();
             total.0 = total.0.saturating_add(entry.allocated_gpu_ms);
             total.1 = total.1.saturating_add(entry.offered_gpu_ms);
+            total.2 = total.2.saturating_add(entry.placed_gpus);
         }
         for state in self.classes.values_mut() {
             state.utilization_bps = 0;
             state.change_bps = 0;
         }
-        for (class, (allocated, offered)) in totals {
+        for (class, (allocated, offered, placed)) in totals {
             let initial = self.params.initial_micros;
             let state = self.classes.entry(class.to_owned()).or_insert(ClassState {
                 base_micros: initial,
@@ -348,7 +365,7 @@ impl PriceBook {
                 change_bps: 0,
             });
             if offered > 0 {
-                *state = step(&self.params, state.base_micros, allocated, offered);
+                *state = step(&self.params, state.base_micros, allocated, offered, placed);
             }
         }
     }
@@ -380,7 +397,13 @@ pub fn affordable(effective_micros: u64, max_price_micros: u64) -> bool {
 }
 
 /// One class's epoch. `offered > 0`.
-fn step(params: &PricingParams, price: u64, allocated: u64, offered: u64) -> ClassState {
+fn step(
+    params: &PricingParams,
+    price: u64,
+    allocated: u64,
+    offered: u64,
+    placed: u64,
+) -> ClassState {
     let bps = u128::from(BPS);
     let target = u128::from(params.target_utilization_bps);
     let max_change = u128::from(params.max_change_bps);
@@ -396,6 +419,15 @@ fn step(params: &PricingParams, price: u64, allocated: u64, offered: u64) -> Cla
     // deviation is 1 at u = 0 and at u = 1.
     let (rising, gap, span) = match used.cmp(&wanted) {
         std::cmp::Ordering::Equal => {
+            return ClassState {
+                base_micros: params.clamp(price),
+                utilization_bps,
+                change_bps: 0,
+            };
+        }
+        // Above the target but nobody took the class at its price this epoch: a higher reserve
+        // would deter nobody more, only overshoot (module docs). Hold.
+        std::cmp::Ordering::Greater if placed == 0 => {
             return ClassState {
                 base_micros: params.clamp(price),
                 utilization_bps,

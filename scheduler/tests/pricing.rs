@@ -15,11 +15,13 @@ fn params() -> PricingParams {
     }
 }
 
+/// A class's epoch in which jobs kept taking it (some GPUs newly placed).
 fn usage(class: &str, allocated: u64, offered: u64) -> ClassUsage {
     ClassUsage {
         class: class.into(),
         allocated_gpu_ms: allocated,
         offered_gpu_ms: offered,
+        placed_gpus: allocated.min(1),
     }
 }
 
@@ -625,4 +627,54 @@ fn a_job_pays_the_higher_of_ask_and_base_and_never_above_its_maximum() {
         effective_price(ask, book.base_price(H100)),
         max
     ));
+}
+
+/// Above the target, the price rises only in an epoch in which jobs still took the class; falling
+/// needs no buyer.
+#[test]
+fn above_target_the_price_rises_only_while_jobs_take_the_class() {
+    let p = params();
+    let held = |allocated: u64, offered: u64, placed: u64| {
+        let mut book = book_at(p, 1_000_000);
+        book.advance_epoch(&[ClassUsage {
+            placed_gpus: placed,
+            ..usage(H100, allocated, offered)
+        }]);
+        (book.base_price(H100), entry(&book.snapshot(), H100).clone())
+    };
+    // Saturated by work placed earlier, nothing new placed: the price holds, and says why.
+    let (price, state) = held(100, 100, 0);
+    assert_eq!(price, 1_000_000);
+    assert_eq!((state.utilization_bps, state.change_bps), (10_000, 0));
+    // One GPU placed in the epoch: the full rise.
+    assert_eq!(held(100, 100, 1).0, 1_125_000);
+    // Below the target a class falls with or without buyers.
+    assert_eq!(held(0, 100, 0).0, 875_000);
+    assert_eq!(held(0, 100, 0).0, next(p, 1_000_000, 0, 100));
+}
+
+/// Long jobs hold a class above the target while every job that could still arrive is priced out:
+/// without the rule the price would climb every epoch; with it, it stops one step past the highest
+/// price a job paid, and falls again once the long jobs end.
+#[test]
+fn long_jobs_do_not_drive_the_price_past_every_buyer() {
+    let mut book = book_at(params(), 1_000_000);
+    // Buyers take the class up to 1.5 per GPU-hour; long jobs keep it 90% allocated throughout.
+    let highest_paid = 1_500_000;
+    for _ in 0..200 {
+        let placed = u64::from(book.base_price(H100) <= highest_paid);
+        book.advance_epoch(&[ClassUsage {
+            placed_gpus: placed,
+            ..usage(H100, 90, 100)
+        }]);
+    }
+    let price = book.base_price(H100);
+    assert!(
+        price > highest_paid && price <= highest_paid + highest_paid / 8,
+        "{}",
+        units(price)
+    );
+    // The long jobs end: it falls.
+    book.advance_epoch(&[usage(H100, 0, 100)]);
+    assert!(book.base_price(H100) < price);
 }

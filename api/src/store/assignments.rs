@@ -67,6 +67,22 @@ pub enum CheckpointOutcome {
 }
 
 impl Store {
+    /// The GPUs of every assignment placed at or after `since_ms`, by node: what the pricing
+    /// epoch counts as taken at the class's price.
+    pub async fn gpus_placed_since(&self, since_ms: i64) -> Result<Vec<(String, Vec<String>)>> {
+        let rows = sqlx::query("SELECT node_name, gpus FROM assignments WHERE created_at >= $1")
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let gpus: String = row.try_get("gpus")?;
+                let gpus = serde_json::from_str(&gpus)
+                    .map_err(|e| StoreError::Corrupt(format!("column gpus: {e}")))?;
+                Ok((row.try_get("node_name")?, gpus))
+            })
+            .collect()
+    }
     /// Assignments of a job's attempt, by rank.
     pub async fn job_assignments(&self, job_id: &str, attempt: u32) -> Result<Vec<AssignmentRow>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
