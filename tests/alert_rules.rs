@@ -13,6 +13,10 @@
 //! this runs as root and it is missing, or else the promtool tests say so and pass, unless
 //! `AGORA_REQUIRE_PROMETHEUS=1` (set by `scripts/test`), where they fail instead.
 
+#[path = "common/process.rs"]
+mod process;
+
+use process::{Background, background, free_port};
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read, Write},
@@ -458,38 +462,6 @@ fn series_names(expr: &str) -> BTreeSet<String> {
         token.clear();
     }
     names
-}
-
-/// A background `agora` process, killed when the test ends however it ends.
-struct Background(std::process::Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn background(args: &[&str]) -> Background {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-    cmd.args(args)
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AGORA_") {
-            cmd.env_remove(name);
-        }
-    }
-    Background(cmd.spawn().expect("spawning agora"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// `GET /metrics` on the port; `None` while nothing answers yet.

@@ -2,6 +2,10 @@
 //! printed CRDs and OpenAPI document match the checked-in files, `--help` lists the subcommands, and
 //! mistakes (no hub at the URL, an unknown GPU model) fail with a message that says what is wrong.
 
+#[path = "common/process.rs"]
+mod process;
+
+use process::{background, free_port};
 use std::{
     io::Read,
     path::{Path, PathBuf},
@@ -352,38 +356,6 @@ fn the_hub_benchmark_reports_its_contract() {
     assert_eq!(report["scheduled_jobs"], 50, "{report}");
     assert_eq!(report["unscheduled"], 0, "every paced job fits: {report}");
     assert_eq!(report["failed_requests"], 0, "{report}");
-}
-
-/// Kills a background `agora` process when the test ends, however it ends.
-struct Background(std::process::Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn background(args: &[&str]) -> Background {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-    cmd.args(args)
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AGORA_") {
-            cmd.env_remove(name);
-        }
-    }
-    Background(cmd.spawn().expect("spawning agora"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// `GET /metrics` as a scraper sends it; `None` while nothing answers yet.

@@ -80,25 +80,13 @@ async fn finish(app: &Router, token: &str, node: &str, job: &str, output: &Outpu
         &node_key(node),
         &result_message(DEFAULT_NETWORK, &assignment, &output.digest),
     );
-    let body = json!({
-        "seq": next_seq(&assignment), "state": "Succeeded", "exitCode": 0,
-        "result": {
-            "backend": "cpu-reference",
-            "outputDigest": hex::encode(output.digest),
-            "chunkCommitments": output.commitments.iter().map(hex::encode).collect::<Vec<_>>(),
-            "signature": signature,
-        }
+    let result = json!({
+        "backend": "cpu-reference",
+        "outputDigest": hex::encode(output.digest),
+        "chunkCommitments": output.commitments.iter().map(hex::encode).collect::<Vec<_>>(),
+        "signature": signature,
     });
-    let path = format!("/v1/agent/assignments/{assignment}/status");
-    let reply = send(
-        app,
-        "POST",
-        &path,
-        Some(token),
-        Some("application/json"),
-        body.to_string(),
-    )
-    .await;
+    let reply = report_result(app, token, &assignment, &result).await;
     assert_eq!(reply.status, 204, "{}", reply.body);
     assignment
 }

@@ -55,29 +55,9 @@ async fn finish(
     commitments: &dyn Fn(u32) -> String,
     chunks: &[u32],
 ) {
-    let assignment = assignment_of(&poll(app, token).await, job);
-    assert_eq!(
-        report(app, token, &assignment, "Running", None, None)
-            .await
-            .status,
-        204
-    );
     let list: Vec<String> = chunks.iter().map(|c| commitments(*c)).collect();
-    let body = json!({
-        "seq": next_seq(&assignment), "state": "Succeeded", "exitCode": 0,
-        "result": {"backend": "cpu-reference", "outputDigest": "ab".repeat(32), "chunkCommitments": list}
-    });
-    let path = format!("/v1/agent/assignments/{assignment}/status");
-    let reply = send(
-        app,
-        "POST",
-        &path,
-        Some(token),
-        Some("application/json"),
-        body.to_string(),
-    )
-    .await;
-    assert_eq!(reply.status, 204, "{}", reply.body);
+    let result = json!({"backend": "cpu-reference", "outputDigest": "ab".repeat(32), "chunkCommitments": list});
+    finish_with_result(app, token, job, result).await;
 }
 
 /// The verification of `job` as the API shows it.
@@ -267,18 +247,16 @@ backend_tests! {
             sign(&node_key(signer), &message)
         };
         let result = |signature: String| json!({
-            "seq": next_seq(&assignment), "state": "Succeeded", "exitCode": 0,
-            "result": {"backend": "cpu-reference", "outputDigest": hex::encode(digest),
-                       "chunkCommitments": (0..CHUNKS).map(honest).collect::<Vec<_>>(), "signature": signature}
+            "backend": "cpu-reference", "outputDigest": hex::encode(digest),
+            "chunkCommitments": (0..CHUNKS).map(honest).collect::<Vec<_>>(), "signature": signature
         });
-        let path = format!("/v1/agent/assignments/{assignment}/status");
         // Signed by another node's key: refused, naming the field, and nothing changes.
-        let reply = send(&app, "POST", &path, Some(&token), Some("application/json"), result(sign("gn-z")).to_string()).await;
+        let reply = report_result(&app, &token, &assignment, &result(sign("gn-z"))).await;
         assert_eq!(reply.status, 422, "{}", reply.body);
         assert_eq!(reply.body["error"]["field"], "result.signature");
         assert_ne!(get_job(&app, &key, &job).await["status"]["phase"], "Succeeded");
         // Its own signature: taken, and kept with the result.
-        let reply = send(&app, "POST", &path, Some(&token), Some("application/json"), result(sign("gn-a")).to_string()).await;
+        let reply = report_result(&app, &token, &assignment, &result(sign("gn-a"))).await;
         assert_eq!(reply.status, 204, "{}", reply.body);
         let done = get_job(&app, &key, &job).await;
         assert_eq!(done["status"]["phase"], "Succeeded", "{done:#}");

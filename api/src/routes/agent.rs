@@ -510,6 +510,24 @@ async fn check_result_signature(
         .and_then(|d| hex::decode(d).ok())
         .and_then(|d| d.try_into().ok())
         .ok_or_else(|| refused("a signed result needs its outputDigest (32 bytes, hex)"))?;
+    let message = crds::agent::result_message(&state.settings.network, assignment, &digest);
+    check_node_signature(state, node, &message, signature, "result", refused).await
+}
+
+/// Checks `signature` (hex `r ‖ s`) as the node's registered key's over `message` (a `what` the
+/// node signed); `refused` turns a bad or foreign signature into the error naming its field.
+pub(super) async fn check_node_signature(
+    state: &AppState,
+    node: &str,
+    message: &[u8],
+    signature: &str,
+    what: &str,
+    refused: impl Fn(&str) -> ApiError,
+) -> ApiResult<()> {
+    let signature = hex::decode(signature)
+        .ok()
+        .and_then(|s| Signature::from_slice(&s).ok())
+        .ok_or_else(|| refused("must be r ‖ s, 64 bytes as hex"))?;
     let key = state
         .store
         .node_public_key(node)
@@ -517,13 +535,8 @@ async fn check_result_signature(
         .and_then(|k| hex::decode(k).ok())
         .and_then(|k| VerifyingKey::from_sec1_bytes(&k).ok())
         .ok_or_else(|| ApiError::Internal(format!("node {node} has no usable public key")))?;
-    let signature = hex::decode(signature)
-        .ok()
-        .and_then(|s| Signature::from_slice(&s).ok())
-        .ok_or_else(|| refused("must be r ‖ s, 64 bytes as hex"))?;
-    let message = crds::agent::result_message(&state.settings.network, assignment, &digest);
-    key.verify(&message, &signature)
-        .map_err(|_| refused("is not this node's signature of the result"))
+    key.verify(message, &signature)
+        .map_err(|_| refused(&format!("is not this node's signature of the {what}")))
 }
 
 /// The answer to a report whose `seq` is not above the highest the hub applied for its assignment.

@@ -479,6 +479,33 @@ pub async fn run_to_success(
     (job, assignment)
 }
 
+/// Runs the node's assignment of `job` (placed already) to success, reporting the builtin
+/// workload's `result` (a `WorkloadResult` as JSON) with its final report; returns the assignment.
+pub async fn finish_with_result(app: &Router, token: &str, job: &str, result: Value) -> String {
+    let assignment = assignment_of(&poll(app, token).await, job);
+    let running = report(app, token, &assignment, "Running", None, None).await;
+    assert_eq!(running.status, 204, "reporting Running: {}", running.body);
+    let reply = report_result(app, token, &assignment, &result).await;
+    assert_eq!(reply.status, 204, "reporting the result: {}", reply.body);
+    assignment
+}
+
+/// Reports `assignment` Succeeded (exit 0) with `result` as its next report.
+pub async fn report_result(app: &Router, token: &str, assignment: &str, result: &Value) -> Reply {
+    let body = serde_json::json!({
+        "seq": next_seq(assignment), "state": "Succeeded", "exitCode": 0, "result": result
+    });
+    send(
+        app,
+        "POST",
+        &format!("/v1/agent/assignments/{assignment}/status"),
+        Some(token),
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await
+}
+
 /// The id of `job`'s assignment among polled `items`.
 pub fn assignment_of(items: &[Value], job: &str) -> String {
     items

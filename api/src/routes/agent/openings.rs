@@ -22,7 +22,6 @@ use axum::{
     routing::{MethodRouter, post},
 };
 use crds::agent::{MAX_OPENING_BYTES, OPENING_SIGNATURE_HEADER, OpeningAnswer};
-use k256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
 use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -151,20 +150,8 @@ async fn check_signature(
         .get(OPENING_SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| refused("an opening must carry the node's signature (r ‖ s as hex)"))?;
-    let signature = hex::decode(text)
-        .ok()
-        .and_then(|s| Signature::from_slice(&s).ok())
-        .ok_or_else(|| refused("must be r ‖ s, 64 bytes as hex"))?;
-    let key = state
-        .store
-        .node_public_key(node)
-        .await?
-        .and_then(|k| hex::decode(k).ok())
-        .and_then(|k| VerifyingKey::from_sec1_bytes(&k).ok())
-        .ok_or_else(|| ApiError::Internal(format!("node {node} has no usable public key")))?;
     let message = crds::agent::opening_message(&state.settings.network, assignment, rows_digest);
-    key.verify(&message, &signature)
-        .map_err(|_| refused("is not this node's signature of the opening"))?;
+    super::check_node_signature(state, node, &message, text, "opening", refused).await?;
     Ok(text.to_string())
 }
 
